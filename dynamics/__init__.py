@@ -1,0 +1,3 @@
+"""Walk a model's training checkpoints and measure the massive activations of every layer."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""The `mdyn` command line; the entry point is `dynamics.cli.app:main`."""

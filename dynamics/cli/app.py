@@ -1,0 +1,30 @@
+"""The `mdyn` application: registers the commands and turns a `UserError` into one line and exit status 2.
+
+Each command lives in its own module and imports heavy libraries (torch, transformers) inside the command,
+so that `mdyn --help` answers at once.
+"""
+
+import sys
+
+import typer
+
+from fitting.errors import UserError
+
+app = typer.Typer(
+    name="mdyn",
+    help="Track how massive activations emerge over a transformer's training checkpoints, fit their "
+    "emergence curve per layer, and predict it for an architecture before training it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except UserError as err:
+        print(f"mdyn: error: {err}", file=sys.stderr)
+        sys.exit(2)
