@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from dynamics.files import write_atomic
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
@@ -45,13 +47,13 @@ def publish_revision(
     for name, data in contents.items():
         blob = root / "blobs" / blobs[name]
         if not blob.exists():
-            _write_atomic(blob, data)
+            write_atomic(blob, data)
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(blob, link.parent))
     # The hub's ref files hold the bare commit id with no trailing newline.
-    _write_atomic(root / "refs" / revision, commit.encode())
+    write_atomic(root / "refs" / revision, commit.encode())
     return commit
 
 
@@ -69,10 +71,3 @@ def publish_pretrained(cache_dir: Path, repo_id: str, revision: str, *objects) -
             obj.save_pretrained(tmp)
         return publish_folder(cache_dir, repo_id, revision, Path(tmp))
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
