@@ -130,3 +130,17 @@ def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_d
                     texts[offset + j] = json.loads(line)["text"]
         offset += count
     return from_texts([texts[int(i)] for i in chosen], tokenizer, n_seq, seq_len, source="paper")
+
+
+PROBE_KINDS = ("auto", "paper", "embedded")
+
+
+def make_probes(kind: str, texts: list[Path] | None, tokenizer, n_seq: int, seq_len: int, hub_model: bool) -> ProbeSet:
+    """The probe set the CLI asks for: text files if given, else `kind` (auto = paper for hub models, else embedded)."""
+    if texts:
+        return text_file_probes(texts, tokenizer, n_seq, seq_len)
+    if kind not in PROBE_KINDS:
+        raise UserError(f"unknown probe {kind!r}; use one of {', '.join(PROBE_KINDS)} or --probe-text FILE")
+    if kind == "paper" or (kind == "auto" and hub_model):
+        return paper_probes(tokenizer, n_seq, seq_len)
+    return embedded_probes(tokenizer, n_seq, seq_len)

@@ -11,6 +11,8 @@ leaves a half-written file behind; `load` reads every shard into one polars Data
 """
 
 import json
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import quote
 
@@ -60,8 +62,8 @@ LEDGER = {
 STATUSES = ("ok", "missing", "corrupt", "duplicate", "non_finite", "failed")
 
 
-def open_store(root: Path, create: bool = True) -> Path:
-    """Check that `root` is a store (or create one in a missing or empty folder); returns it as a Path."""
+def check_store(root: Path) -> bool:
+    """True if `root` is a store, False if it is missing or an empty folder; an error for anything else."""
     root = Path(root)
     marker = root / MARKER
     if marker.is_file():
@@ -74,13 +76,20 @@ def open_store(root: Path, create: bool = True) -> Path:
                 f"store {root} has schema version {version}, this massive-dynamics reads version {SCHEMA_VERSION}; "
                 "use a matching massive-dynamics or a new store folder"
             )
-        return root
+        return True
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UserError(f"{root} is not a massive-dynamics store (no {MARKER}); pass a store folder or an empty/new folder")
-    if not create:
-        raise UserError(f"no store at {root}; run `mdyn measure` or `mdyn sweep` with --out/--store {root} first")
-    root.mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
+    return False
+
+
+def open_store(root: Path, create: bool = True) -> Path:
+    """The store at `root`, created in a missing or empty folder when `create`; returns it as a Path."""
+    root = Path(root)
+    if not check_store(root):
+        if not create:
+            raise UserError(f"no store at {root}; run `mdyn measure` or `mdyn sweep` into {root} first")
+        root.mkdir(parents=True, exist_ok=True)
+        write_atomic(root / MARKER, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
     return root
 
 
@@ -103,6 +112,12 @@ def conform(df: pl.DataFrame, schema: dict) -> pl.DataFrame:
     if missing:
         raise ValueError(f"table lacks columns {missing}")
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
+    """`measure()` rows stamped with provenance (model, revision, step, commit, weights_sha256, probe_id, dtype, device)."""
+    constants = {"measured_at": datetime.now(timezone.utc), "package_version": version("massive-dynamics"), **provenance}
+    return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENTS)
 
 
 def write_shard(root: Path, table: str, df: pl.DataFrame) -> Path:
