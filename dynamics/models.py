@@ -56,3 +56,40 @@ def load_tokenizer(folder: Path):
         return AutoTokenizer.from_pretrained(Path(folder))
     except (OSError, ValueError, TypeError) as err:
         raise UserError(f"cannot load a tokenizer from {folder} ({type(err).__name__}); save one beside the model") from None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """A checkpoint's weight files: safetensors when present (preferred), else PyTorch pickles."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's weight files; a pickle is read with `weights_only=True`, never fully unpickled."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            state.update(load_file(path))
+        else:
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+    return state
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> bool:
+    """Copy a checkpoint's weights into `model` in place; False (model untouched) if they do not fit its skeleton.
+
+    Reusing one skeleton across a sweep's revisions avoids building a new model per revision. Keys the file
+    lacks may only be buffers the model computes itself (rotary frequencies) or weights tied to others.
+    """
+    state = read_state_dict(folder)
+    own = model.state_dict()
+    if set(state) - set(own) or any(state[k].shape != own[k].shape for k in state):
+        return False
+    if {name for name, _ in model.named_parameters()} - set(state):  # tied copies are listed once, by their first name
+        return False
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value)
+    return True

@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from dynamics.cli import measure, sweep
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -19,6 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+app.command("measure")(measure.measure)
+app.command("sweep")(sweep.sweep)
+app.command("status")(sweep.status)
 
 
 def main() -> None:
