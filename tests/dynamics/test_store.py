@@ -1,0 +1,66 @@
+import polars as pl
+import pytest
+
+from dynamics import store
+from fitting.errors import UserError
+
+
+def stats(n_seq=2, n_layers=3, scale=1.0):
+    rows = [{"seq": s, "layer": l, "top1": scale * (l + 1), "top2": 0.9, "top3": 0.8, "median": 0.1,
+             "top1_pos": 0, "top1_dim": 5, "n_nonfinite": 0} for l in range(n_layers) for s in range(n_seq)]
+    return pl.DataFrame(rows)
+
+
+def shard(model="org/m", revision="step1", step=1, probe_id="p1", **kw):
+    return store.as_measurements(stats(**kw), model=model, revision=revision, step=step, commit="c" * 40,
+                                 weights_sha256="a" * 64, probe_id=probe_id, dtype="float32", device="cpu")
+
+
+def test_round_trip_keeps_contract_and_rows(tmp_path):
+    root = store.open_store(tmp_path / "s")
+    store.write_shard(root, "measurements", shard(revision="step1"))
+    store.write_shard(root, "measurements", shard(revision="step2", step=2, scale=2.0))
+    df = store.load(root)
+    assert df.columns == list(store.MEASUREMENTS)
+    assert df.height == 12 and df["revision"].n_unique() == 2
+    assert df.schema == pl.Schema(store.MEASUREMENTS)
+    assert store.measured(root) == {("org/m", "step1", "p1"), ("org/m", "step2", "p1")}
+
+
+def test_rewriting_a_shard_replaces_it(tmp_path):
+    root = store.open_store(tmp_path / "s")
+    store.write_shard(root, "measurements", shard(scale=1.0))
+    store.write_shard(root, "measurements", shard(scale=3.0))
+    df = store.load(root)
+    assert df.height == 6 and df["top1"].max() == 9.0
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_shard_must_hold_one_revision(tmp_path):
+    root = store.open_store(tmp_path / "s")
+    two = pl.concat([shard(revision="a"), shard(revision="b")])
+    with pytest.raises(ValueError, match="one \\(model, revision, probe\\)"):
+        store.write_shard(root, "measurements", two)
+
+
+def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a massive-dynamics store"):
+        store.open_store(tmp_path / "other")
+    with pytest.raises(UserError, match="no store at"):
+        store.open_store(tmp_path / "missing", create=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_schema_version_mismatch_is_refused(tmp_path):
+    root = store.open_store(tmp_path / "s")
+    (root / store.MARKER).write_text('{"schema_version": 999}')
+    with pytest.raises(UserError, match="schema version 999"):
+        store.open_store(root)
+
+
+def test_empty_store_loads_empty_tables_with_schema(tmp_path):
+    root = store.open_store(tmp_path / "s")
+    assert store.load(root).schema == pl.Schema(store.MEASUREMENTS)
+    assert store.load(root, "ledger").schema == pl.Schema(store.LEDGER)
