@@ -80,16 +80,18 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 def load_weights(model: torch.nn.Module, folder: Path) -> bool:
     """Copy a checkpoint's weights into `model` in place; False (model untouched) if they do not fit its skeleton.
 
-    Reusing one skeleton across a sweep's revisions avoids building a new model per revision. Keys the file
-    lacks may only be buffers the model computes itself (rotary frequencies) or weights tied to others.
+    Reusing one skeleton across a sweep's revisions avoids building a new model per revision. Every parameter
+    of the base model (the decoder stack that measurement runs) must be in the file under its own name, with
+    its shape; keys the model names differently (transformers renames some LM heads at load) are skipped,
+    since measurement never runs the head.
     """
     state = read_state_dict(folder)
     own = model.state_dict()
-    if set(state) - set(own) or any(state[k].shape != own[k].shape for k in state):
-        return False
-    if {name for name, _ in model.named_parameters()} - set(state):  # tied copies are listed once, by their first name
+    prefix = f"{model.base_model_prefix}." if model.base_model is not model else ""
+    needed = [name for name, _ in model.named_parameters() if name.startswith(prefix)]
+    if any(name not in state or state[name].shape != own[name].shape for name in needed):
         return False
     with torch.no_grad():
-        for key, value in state.items():
-            own[key].copy_(value)
+        for key in state.keys() & own.keys():
+            own[key].copy_(state[key])
     return True
