@@ -38,6 +38,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
 
 from dynamics.hubcache import repo_folder
+from dynamics.revisions import PYTHIA
 from fitting.errors import UserError
 
 # Weight files as transformers names them (one file, or shards plus an index), safetensors first: a
@@ -92,6 +93,9 @@ class CheckpointSource(Protocol):
 
     def fetch(self, revision: str) -> Path:
         """A local folder holding the revision's config, weights and tokenizer; MissingCheckpoint without weights."""
+
+    def fetch_tokenizer(self, revision: str) -> Path:
+        """A local folder holding at least the revision's config and tokenizer (no weights are downloaded)."""
 
     def evict(self, revision: str) -> None:
         """Delete the local copy fetch() made of this revision (nothing when the source does not own copies)."""
@@ -210,6 +214,14 @@ class HubSource:
         The branch name goes to snapshot_download as given, so the cache records the ref and serves it offline later.
         """
         weights, index = _weights_and_index(self._weight_sha256(revision))
+        return self._snapshot(revision, [*CONFIG_AND_TOKENIZER, *weights, index])
+
+    def fetch_tokenizer(self, revision: str) -> Path:
+        """The revision's snapshot folder with its config and tokenizer only."""
+        self._commit(revision)
+        return self._snapshot(revision, list(CONFIG_AND_TOKENIZER))
+
+    def _snapshot(self, revision: str, patterns: list[str]) -> Path:
         with self._lock:
             try:
                 folder = self._call(
@@ -217,7 +229,7 @@ class HubSource:
                     self.model,
                     revision=revision,
                     cache_dir=self.cache_dir,
-                    allow_patterns=[*CONFIG_AND_TOKENIZER, *weights, index],
+                    allow_patterns=patterns,
                     local_files_only=self.offline,
                     token=self.token,
                 )
@@ -341,9 +353,7 @@ class FolderSource:
 
     def fingerprint(self, revision: str) -> Fingerprint:
         """Commit "" (a folder has no commit) and the sha256 of the weight files, computed by reading them."""
-        folder = self.fetch(revision)
-        weights = {name: file_sha256(folder / name) for name in _folder_weights(folder)}
-        return Fingerprint("", combine_sha256(weights), tuple(weights.items()))
+        return folder_fingerprint(self.fetch(revision))
 
     def fetch(self, revision: str) -> Path:
         """The revision's own folder."""
@@ -354,8 +364,30 @@ class FolderSource:
             raise _no_weights(str(folder))
         return folder
 
+    def fetch_tokenizer(self, revision: str) -> Path:
+        """The revision's own folder."""
+        return self.root / revision
+
     def evict(self, revision: str) -> None:
         """Nothing: a folder source never deletes the user's checkpoints."""
+
+
+def folder_fingerprint(folder: Path) -> Fingerprint:
+    """Commit "" (a folder has no commit) and the sha256 of the folder's weight files, computed by reading them."""
+    weights = {name: file_sha256(Path(folder) / name) for name in _folder_weights(Path(folder))}
+    return Fingerprint("", combine_sha256(weights), tuple(weights.items()))
+
+
+def local_checkpoint(folder: Path) -> tuple[str, str, Fingerprint]:
+    """(model id, revision, fingerprint) of one local model folder.
+
+    A folder named like a checkpoint (`runs/neox/step1000`) is revision `step1000` of model `neox`; any other
+    folder is revision `local` of a model named after the folder.
+    """
+    folder = Path(folder).resolve()
+    if PYTHIA.step(folder.name) is not None:
+        return folder.parent.name, folder.name, folder_fingerprint(folder)
+    return folder.name, "local", folder_fingerprint(folder)
 
 
 def open_source(

@@ -19,7 +19,7 @@ from dynamics.measure import measure
 from dynamics.models import load_model, load_tokenizer, load_weights, resolve_device, resolve_dtype
 from dynamics.probes import ProbeSet, make_probes, resolve_seq_len
 from dynamics.revisions import PYTHIA, Scheme, select
-from dynamics.sources import CheckpointSource, CorruptCheckpoint, MissingCheckpoint, check_weights
+from dynamics.sources import CheckpointSource, CorruptCheckpoint, HubSource, MissingCheckpoint, check_weights
 from fitting.errors import UserError
 
 
@@ -62,8 +62,12 @@ def plan(source: CheckpointSource, root: Path, selection: str, settings: Setting
     done = {rev for model, rev, pid in store.measured(root) if model == source.model and pid == probe.probe_id}
     result = Plan(model=source.model, probe=probe, to_measure={}, already=sum(rev in done for rev in chosen))
     known = _measured_hashes(root, source.model, probe.probe_id)
+    recorded = _recorded(root, source.model, probe.probe_id)
     for rev, step in chosen.items():
         if rev in done:
+            if rev not in recorded:  # killed between writing the shard and its ledger row
+                result.settled.append(_ledger_row(source.model, rev, step, probe.probe_id, "ok",
+                                                  "ledger row restored from the measurement shard"))
             continue
         try:
             sha = source.fingerprint(rev).weights_sha256
@@ -160,14 +164,18 @@ def _measure_one(source, root, rev, step, fetched: Future, model, probe, setting
 
 
 def _probe(source: CheckpointSource, revision: str, settings: Settings) -> ProbeSet:
-    """The probe set of a sweep, built with the tokenizer and context of one of its revisions."""
+    """The probe set of a sweep, built with the tokenizer and context of one of its revisions.
+
+    `--probe auto` means the paper's probe for a hub repo read online and the embedded corpus otherwise
+    (an offline cache or folder rarely holds the paper's probe dataset).
+    """
     from transformers import AutoConfig
 
     folder = source.fetch_tokenizer(revision)
-    tokenizer = load_tokenizer(folder)
     seq_len = resolve_seq_len(AutoConfig.from_pretrained(folder), settings.seq_len)
-    return make_probes(settings.probe, list(settings.probe_text), tokenizer, settings.n_seq, seq_len,
-                       hub_model=source.owns_copy)
+    online = isinstance(source, HubSource) and not source.offline
+    return make_probes(settings.probe, list(settings.probe_text), load_tokenizer(folder), settings.n_seq, seq_len,
+                       hub_model=online)
 
 
 def _measured_hashes(root: Path, model: str, probe_id: str) -> dict[str, str]:
@@ -175,6 +183,12 @@ def _measured_hashes(root: Path, model: str, probe_id: str) -> dict[str, str]:
     table = store.load(root).filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
     pairs = table.select("weights_sha256", "revision", "step").unique().sort("step")
     return {sha: rev for sha, rev, _ in reversed(pairs.rows())}
+
+
+def _recorded(root: Path, model: str, probe_id: str) -> set[str]:
+    """Revisions of this model and probe that have a ledger row."""
+    ledger = store.load(root, "ledger")
+    return set(ledger.filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))["revision"])
 
 
 def _ledger_row(model, revision, step, probe_id, status, detail, duplicate_of=None, seconds_fetch=None,

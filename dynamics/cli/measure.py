@@ -12,7 +12,7 @@ from dynamics.cli import options
 def measure(
     model: Annotated[str, typer.Argument(help="A hub repo id (e.g. EleutherAI/pythia-70m) or a local model folder.")],
     out: Annotated[Path, typer.Option("--out", help="Store folder to write into (created if missing).")],
-    revision: Annotated[str, typer.Option(help="Hub revision (branch, tag or commit), e.g. step1000.")] = "main",
+    revision: Annotated[str, typer.Option(help="Hub revision (a branch), e.g. step1000. Ignored for a local folder.")] = "main",
     probe: options.Probe = "auto",
     probe_text: options.ProbeText = None,
     n_seq: options.NSeq = 10,
@@ -44,16 +44,17 @@ def measure(
     store.check_store(out)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    folder = Path(model)
+    folder, online = Path(model), False
     if folder.is_dir():
         model_id, revision, fingerprint = local_checkpoint(folder)
     else:
-        source = open_source(model, offline=offline)
+        source = open_source(model, offline=offline or None)
         model_id, folder, fingerprint = source.model, source.fetch(revision), source.fingerprint(revision)
+        online = not source.offline
     check_weights(folder)
     net = load_model(folder, torch_dtype, torch_device)
     probes = make_probes(probe, probe_text, load_tokenizer(folder), n_seq, resolve_seq_len(net.config, seq_len),
-                         hub_model=not Path(model).is_dir())
+                         hub_model=online)
     stats = measure_model(net, probes.token_ids, batch_size=batch_size, reduce_dtype=reduce_dtype)
     rows = store.as_measurements(
         stats, model=model_id, revision=revision, step=PYTHIA.step(revision), commit=fingerprint.commit,

@@ -47,7 +47,7 @@ def sweep(
     store.check_store(store_dir)
     settings = Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
                         device=device, batch_size=batch_size, reduce_dtype=reduce_dtype)
-    source = open_source(target, offline=offline)
+    source = open_source(target, offline=offline or None)
     the_plan = plan(source, store_dir, steps, settings)
     console.print(f"{source.model}: {len(the_plan.to_measure)} to measure, {the_plan.already} already in {store_dir}, "
                   f"{len(the_plan.settled)} settled without download; probe {the_plan.probe.source} "
