@@ -8,6 +8,8 @@ import sys
 
 import typer
 
+from dynamics.cli import predict
+from dynamics.cli import train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("train")(train.train)
+app.command("predict")(predict.predict)
 
 
 def main() -> None:
