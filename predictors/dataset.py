@@ -71,6 +71,8 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
             stacklevel=2,
         )
         rows = rows.filter(pl.all_horizontal([pl.col(t) > -1 for t in LOG1P_TARGETS]))
+        if rows.is_empty():
+            raise UserError(f"no fit of series {series!r} has A, lam, gamma and t0 above -1: train on another series")
     duplicated = rows.filter(pl.struct("model", "layer").is_duplicated())
     if not duplicated.is_empty():
         raise UserError(
