@@ -86,7 +86,6 @@ def train(table: pl.DataFrame, estimator: EmergencePredictor | None = None) -> T
 def save(trained: TrainedPredictor, path: Path) -> Path:
     """Write a trained predictor as a skops file."""
     values = {f.name: getattr(trained, f.name) for f in fields(trained)}
-    values = {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     skops.io.dump({"format": FORMAT, **values}, path)
@@ -113,7 +112,7 @@ def load(path: Path) -> TrainedPredictor:
         found = values.get("format") if isinstance(values, dict) else type(values).__name__
         raise UserError(f"{path} is predictor format {found!r}, this version reads {FORMAT}: retrain with `mdyn train`")
     values.pop("format")
-    checks = {"feature_convention": FEATURE_CONVENTION, "feature_names": list(FEATURES), "targets": list(TARGETS)}
+    checks = {"feature_convention": FEATURE_CONVENTION, "feature_names": FEATURES, "targets": TARGETS}
     for name, expected in checks.items():
         if values.get(name) != expected:
             raise UserError(
@@ -122,7 +121,6 @@ def load(path: Path) -> TrainedPredictor:
             )
     if not isinstance(values.get("estimator"), EmergencePredictor):
         raise UserError(f"{path} does not hold an EmergencePredictor: pass a file written by `mdyn train`")
-    values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
     try:
         return TrainedPredictor(**values)
     except TypeError as err:
