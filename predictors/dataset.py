@@ -27,7 +27,9 @@ def read_table(path: Path, what: str) -> pl.DataFrame:
             return pl.read_csv(path)
         return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"cannot read the {what} file {path} ({type(err).__name__}): pass a parquet or .csv file") from None
+        raise UserError(
+            f"cannot read the {what} file {path} ({type(err).__name__}): pass a parquet or .csv file"
+        ) from None
 
 
 def architectures_by_model(table: pl.DataFrame) -> dict[str, Architecture]:
@@ -46,18 +48,20 @@ def architectures_by_model(table: pl.DataFrame) -> dict[str, Architecture]:
 
 
 def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio") -> pl.DataFrame:
-    """Successful finite emergence fits of one series joined to their layer features: model, layer, series, features, targets.
+    """Successful, finite emergence fits of one series with their layer features.
 
-    Rows whose A, lam, gamma or t0 is <= -1 are dropped with a warning, since their log1p transform is undefined.
+    Columns: model, layer, series, `FEATURES`, `TARGETS`; one row per (model, layer), sorted. Rows whose A, lam,
+    gamma or t0 is <= -1 are dropped with a warning, since their log1p transform is undefined.
     """
     _require_columns(fits, FITS_COLUMNS, "fits table")
     available = sorted(fits["series"].unique().drop_nulls().to_list())
     if series not in available:
         raise UserError(f"the fits table has no series {series!r}; it has {available}: pass one of those as --series")
     finite = pl.all_horizontal([pl.col(t).cast(pl.Float64).is_finite().fill_null(False) for t in TARGETS])
-    rows = fits.filter(
-        (pl.col("hypothesis") == "emergence") & (pl.col("series") == series) & pl.col("success").fill_null(False) & finite
-    ).select("model", pl.col("layer").cast(pl.Int64), "series", *[pl.col(t).cast(pl.Float64) for t in TARGETS])
+    chosen = (pl.col("hypothesis") == "emergence") & (pl.col("series") == series) & pl.col("success").fill_null(False)
+    rows = fits.filter(chosen & finite).select(
+        "model", pl.col("layer").cast(pl.Int64), "series", *[pl.col(t).cast(pl.Float64) for t in TARGETS]
+    )
     if rows.is_empty():
         raise UserError(
             f"the fits table has no successful, finite emergence fits for series {series!r}: run `mdyn fit` "
@@ -77,7 +81,7 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
     if not duplicated.is_empty():
         raise UserError(
             f"the fits table has several emergence fits of series {series!r} for the same layer (e.g. "
-            f"{duplicated.row(0, named=True)['model']} layer {duplicated['layer'][0]}): keep one row per model and layer"
+            f"{duplicated['model'][0]} layer {duplicated['layer'][0]}): keep one row per model and layer"
         )
     archs = architectures_by_model(architectures)
     missing = sorted(set(rows["model"].unique().to_list()) - archs.keys())
@@ -91,8 +95,10 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
         layer_features(archs[model], group["layer"].to_numpy())
         for (model,), group in rows.group_by("model", maintain_order=True)
     ])
-    return pl.concat([rows.select("model", "layer", "series"), pl.DataFrame(features, schema=list(FEATURES)),
-                      rows.select(TARGETS)], how="horizontal")
+    return pl.concat(
+        [rows.select("model", "layer", "series"), pl.DataFrame(features, schema=list(FEATURES)), rows.select(TARGETS)],
+        how="horizontal",
+    )
 
 
 def table_hash(table: pl.DataFrame) -> str:

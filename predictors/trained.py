@@ -100,7 +100,9 @@ def load(path: Path) -> TrainedPredictor:
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except (zipfile.BadZipFile, KeyError, ValueError) as err:
-        raise UserError(f"{path} is not a predictor file ({type(err).__name__}): pass one written by `mdyn train`") from None
+        raise UserError(
+            f"{path} is not a predictor file ({type(err).__name__}): pass one written by `mdyn train`"
+        ) from None
     unexpected = sorted(set(untrusted) - TRUSTED_TYPES)
     if unexpected:
         raise UserError(

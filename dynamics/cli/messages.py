@@ -1,4 +1,4 @@
-"""Warnings raised while a command runs, shown as one `mdyn: warning: ...` line each instead of a traceback-like block."""
+"""Warnings raised while a command runs, shown as one `mdyn: warning: ...` line each."""
 
 import contextlib
 import sys

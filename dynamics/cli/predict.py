@@ -25,8 +25,11 @@ def predict(
                      "prediction.png [default: print only]."),
     ] = None,
 ) -> None:
-    """Predict the five emergence-curve parameters (Eq. 9), their 5-95 % intervals and the peak step of every layer
-    of an architecture given by --config or by --layers/--hidden/--heads [--ffn]; warns when it extrapolates."""
+    """Predict every layer's emergence curve (Eq. 9 parameters, 5-95 % intervals, peak step) for an architecture.
+
+    Give the architecture as --config config.json or as --layers/--hidden/--heads [--ffn]. A warning says when
+    it lies outside what the predictor was trained on.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -69,4 +72,4 @@ def predict(
         prediction.layers.write_csv(out / "prediction.csv")
         prediction.curves.write_parquet(out / "prediction_curves.parquet")
         prediction_figure(prediction, trained.series, f"{planned}\n{source}").savefig(out / "prediction.png", dpi=150)
-        console.print(f"Wrote prediction.parquet, prediction.csv, prediction_curves.parquet and prediction.png to {out}")
+        console.print(f"Wrote prediction.parquet, prediction.csv, prediction_curves.parquet, prediction.png to {out}")

@@ -32,8 +32,11 @@ def train(
     n_estimators: Annotated[int, typer.Option(help="Trees or boosting rounds of the tree-based kinds.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the split, the folds and the regressors.")] = 0,
 ) -> None:
-    """Train a predictor of the emergence curve (Eq. 9 parameters per layer) from architecture, and report how well it
-    does: the paper's random-split protocol and leave-one-model-out, which is the honest estimate for a new model."""
+    """Learn the emergence-curve parameters (Eq. 9) of every layer from architecture, evaluate, and save.
+
+    The evaluation prints the paper's random-split protocol (its Table 3) and leave-one-model-out, the honest
+    estimate of what a new architecture will get.
+    """
     from rich.console import Console
 
     from dynamics.corpus import DATA_DIR
@@ -89,5 +92,6 @@ def _metrics_table(result, title):
         table.add_column(name, justify="left" if name in ("kind", "target") else "right")
     for row in result.iter_rows(named=True):
         cv_cell = [f"{row['cv_r2_mean']:.3f}±{row['cv_r2_std']:.3f}"] if cv else []
-        table.add_row(row["kind"], row["target"], f"{row['r2']:.3f}", *cv_cell, f"{row['mae']:.3g}", f"{row['rmse']:.3g}")
+        errors = f"{row['mae']:.3g}", f"{row['rmse']:.3g}"
+        table.add_row(row["kind"], row["target"], f"{row['r2']:.3f}", *cv_cell, *errors)
     return table
