@@ -155,7 +155,8 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         """Predicted targets, shape (n,) or (n, n_targets) like the y given to fit."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return self._shaped(np.column_stack([est.predict(X) for est in self.estimators_]))
+        predictions = np.column_stack([est.predict(X) for est in self.estimators_])
+        return predictions if self.y_ndim_ == 2 else predictions[:, 0]
 
     @_one_thread
     def predict_members(self, X):
@@ -172,9 +173,6 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         else:
             raise ValueError(f"kind {self.kind!r} has no members: fit with n_bootstrap > 0 to get them")
         return members if self.y_ndim_ == 2 else members[..., 0]
-
-    def _shaped(self, predictions):
-        return predictions if self.y_ndim_ == 2 else predictions[:, 0]
 
     def _resolved_transforms(self, n_targets):
         transforms = PAPER_TRANSFORMS if self.transforms is None else tuple(self.transforms)

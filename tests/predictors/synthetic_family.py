@@ -19,8 +19,8 @@ def true_parameters(features: np.ndarray) -> np.ndarray:
     """A, lam, gamma, t0, K as smooth functions of the Table 4 features (columns in FEATURES order)."""
     depth, h_over_d, log_d, l_times_l = features[:, 0], features[:, 4], features[:, 8], features[:, 9]
     A = 40.0 * (1.0 + 3.0 * depth * (1.0 - depth)) * (1.0 + 0.1 * (log_d - 5.0))
-    lam = 0.05 + 0.4 * np.exp(-6.0 * depth) + 0.001 * l_times_l
-    gamma = 1e-3 * (1.0 + 2.0 * depth**2)
+    lam = 0.02 + 0.3 * np.exp(-6.0 * depth) + 0.0005 * l_times_l
+    gamma = 1e-4 * (1.0 + 2.0 * depth**2)
     t0 = 1.0 + 3.0 * np.sqrt(depth)
     K = 20.0 + 30.0 * depth - 300.0 * h_over_d
     return np.column_stack([A, lam, gamma, t0, K])

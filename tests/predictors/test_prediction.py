@@ -56,3 +56,19 @@ def test_bootstrap_kinds_give_intervals_too(table):
     trained = train(table, EmergencePredictor(kind="ridge", n_bootstrap=20, random_state=0))
     layers = predict_architecture(trained, INSIDE).layers
     assert layers.height == 12 and (layers["K_lo"] < layers["K"]).all() and (layers["K"] < layers["K_hi"]).all()
+
+
+def test_figure_draws_one_curve_and_band_per_layer_on_a_log_step_axis(trained):
+    from matplotlib.collections import FillBetweenPolyCollection
+
+    from predictors.plot import prediction_figure
+
+    fig = prediction_figure(predict_architecture(trained, INSIDE, steps=5000), "ratio", "plan")
+    ax, colorbar = fig.axes
+    assert len(ax.get_lines()) == 12 and all(len(line.get_xdata()) > 10 for line in ax.get_lines())
+    assert sum(isinstance(c, FillBetweenPolyCollection) for c in ax.collections) == 12
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "training step"
+    assert "top-1 / median" in ax.get_ylabel() and ax.get_title().startswith("plan")
+    assert colorbar.get_ylabel() == "layer (0-based decoder block)"
+    colours = {line.get_color() for line in ax.get_lines()}
+    assert len(colours) == 12
