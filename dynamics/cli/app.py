@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import measure, sweep
+from dynamics.cli import measure, predict, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -20,10 +20,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
 app.command("measure")(measure.measure)
 app.command("sweep")(sweep.sweep)
 app.command("status")(sweep.status)
+app.command("train")(train.train)
+app.command("predict")(predict.predict)
 
 
 def main() -> None:
