@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from dynamics.cli import suite
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.add_typer(suite.app, name="suite")
 
 
 def main() -> None:
