@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import measure, predict, sweep, train
+from dynamics.cli import measure, predict, suite, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("sweep")(sweep.sweep)
 app.command("status")(sweep.status)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
+app.add_typer(suite.app, name="suite")
 
 
 def main() -> None:

@@ -1,0 +1,88 @@
+"""`mdyn suite build`: train the tiny Pythia-style suite here and publish it as an offline Hugging Face cache."""
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dynamics.suite import PRESETS, describe_preset
+from fitting.errors import UserError
+
+DEFAULT_CACHE = Path(".suite-cache") / "hub"
+
+app = typer.Typer(
+    help="The tiny suite: GPT-NeoX models trained from scratch with Pythia's recipe, served offline as hub repos.",
+    no_args_is_help=True,
+    )
+
+
+def build(
+    preset: Annotated[
+        str,
+        typer.Option(help="Which suite to build. " + " ".join(describe_preset(p) for p in PRESETS.values())),
+    ] = "demo",
+    cache: Annotated[
+        Path | None,
+        typer.Option(help=f"HF hub cache to publish into. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override every model's number of training steps.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads; fix it for bit-identical reruns. Default: torch's choice.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the suite's manifest.json and architectures.csv into this folder.")
+    ] = None,
+) -> None:
+    """Train tiny GPT-NeoX models and publish each as an offline hub repo.
+
+    Recipe (Pythia's, scaled down): parallel residual, rotary on 25 % of head
+    dims, LayerNorm, untied embeddings, d_ff = 4 d; AdamW (0.9, 0.95), weight
+    decay 0.1, 1 % warmup, cosine decay to 10 % of the peak LR, clip 1.0.
+    Data: random windows of the embedded corpus's training plays, each one
+    starting with BOS; one byte-level BPE tokenizer for the whole suite.
+    Branches: step0, step1, step2, step4, ..., step512, then evenly spaced
+    steps to the last one, plus main (= the last step).
+
+    Each model becomes a repo such as tiny-suite/neox-L4-d128-h4 in the
+    cache. Its manifest entry (recipe, seeds, corpus hash, versions) is
+    written last, so a rerun skips finished models: an interrupted build
+    resumes, and a finished one returns at once.
+
+    Use it offline (the cache path is printed at the end):
+      export HF_HUB_CACHE=$PWD/.suite-cache/hub
+      mdyn sweep tiny-suite-demo/neox-L4-d128-h4 --offline
+    or from Python, with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set:
+      AutoModelForCausalLM.from_pretrained(repo, revision="step512")
+    These are toy models: their outlier channels are not the massive
+    activations of billion-parameter models.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dynamics.suite import build_suite, write_suite_tables
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    cache = cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    console = Console()
+    manifest = build_suite(PRESETS[preset], cache, device=device, threads=threads, steps=steps, console=console)
+
+    table = Table(title=f"tiny suite '{preset}': repos {manifest['suite']}/... in {cache}")
+    for column in ("model", "params", "steps", "lr", "final loss", "train s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in manifest["models"]:
+        table.add_row(m["model"].split("/", 1)[1], f"{m['n_params']:,}", str(m["recipe"]["steps"]), f"{m['recipe']['lr']:g}",
+                      f"{m['final_loss']:.3f}", f"{m['train_seconds']:.0f}")
+    console.print(table)
+    if out is not None:
+        for path in write_suite_tables(manifest, out):
+            console.print(f"wrote {path}")
+    console.print(
+        f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} --offline",
+        soft_wrap=True,
+    )
+
+
+app.command("build")(build)
