@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from dynamics.cli import fit
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -19,6 +20,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps `mdyn COMMAND` form even while only one command is registered (typer folds a lone command)."""
+
+
+app.command("fit")(fit.fit)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks, each runnable as `python -m benchmarks.<name>`; timings are ratios in-process."""
