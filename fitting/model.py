@@ -305,17 +305,18 @@ def fit_curve(model, t, y, start=None):
     tn, yn = t / norm.t_scale, (y - norm.y_shift) / norm.y_scale
 
     search = model._search(tn, yn)
-    errors = []
     if start is None:
         # All starts share n and k, so the lowest AIC is the lowest residual.
-        explored = []
-        for shape in model.starts(yn, tn):
+        explored, errors = [], []
+        with np.errstate(all="ignore"):
+            starts = model.starts(yn, tn)
+        for shape in starts:
             try:
                 explored.append(search.minimise(shape, **EXPLORE))
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
                 errors.append(_first_line(err))
         if not explored:
-            return _failure(model, n, "every start failed: " + "; ".join(errors))
+            return _failure(model, n, "every start failed: " + "; ".join(errors or ["no start"]))
         shape = min(explored, key=lambda found: found[1])[0]
     else:
         shape = {name: norm.to_normalised(model.units[name], start[name]) for name in model.shape_bounds}

@@ -1,12 +1,28 @@
 """Fit every (model, layer) of a measurements table: the fits table, bootstrap intervals, model comparison.
 
-A series is reduced over the probe sequences at each step (paper Eq. 8 and its variants), fitted by each
-hypothesis of `fitting.model`, and written one row per (model, layer, series, hypothesis).
+A series is reduced over the probe sequences at each step (paper Eq. 8 and its variants, `SERIES`), fitted
+by each hypothesis of `fitting.model`, and written one row per (model, layer, series, hypothesis).
+
+The fits table (schema version `SCHEMA_VERSION`, stored in the parquet file metadata under `SCHEMA_KEY`):
+- the contract columns: model, layer, series, hypothesis, A, lam, gamma, t0, K and their *_se, r2, aic, bic,
+  n_points, success, message, t_peak. A..K are the Eq. 9 parameters: set for "emergence" (Eq. 9) and
+  "log_rise" (Eq. 9 with lam = 0 and t0 = 1, both fixed, so their *_se are null), null for
+  "first_order_step" and "second_order_step". *_se are null when the covariance is unavailable (message
+  says so). t_peak is NaN when the curve has no observable peak; for "second_order_step" it is the first
+  overshoot, pi / omega_d, when under-damped. r2, aic and bic are computed in the series' own units, with
+  aic = n log(SSE / n) + 2 k and bic = n log(SSE / n) + k log n, so they compare across hypotheses.
+- params, params_se: JSON objects with each hypothesis' own parameters (K, tau; K, zeta, omega_n; ...),
+  in training steps and the series' units; params_se is null without a covariance.
+- with a bootstrap: A_lo, A_hi, ..., K_lo, K_hi, t_peak_lo, t_peak_hi (2.5 and 97.5 % percentiles over
+  the resamples whose refit succeeded; for t_peak, over those with an observable peak) and n_boot (the
+  number of successful refits), for the Eq. 9 hypotheses; null for the others.
+- probe_id, dtype, device when the measurements have them: their distinct values per model, joined by ",".
 """
 
 import json
 import math
 import os
+import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -24,8 +40,8 @@ STATS = ("top1", "top2", "top3", "median")
 # Per-model provenance copied from the measurements when present (distinct values joined by ",").
 CARRIED = ("probe_id", "dtype", "device")
 EQ9 = ("A", "lam", "gamma", "t0", "K")
-# Below this many single fits, a process pool costs more to start than it saves.
-POOL_MIN_FITS = 32
+# Below this many single fits (about 50 ms each), a process pool costs more to start than it saves.
+POOL_MIN_FITS = 16
 
 
 def _mean(values, weights):
@@ -128,41 +144,41 @@ def series_table(measurements, series="ratio"):
                                                                  "step": pl.Int64, "value": pl.Float64})
 
 
-def _json(mapping):
-    return None if mapping is None else json.dumps(mapping)
+def _null_if_nan(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _row(model, fit):
     """The fits-table columns of one CurveFit (without model, layer, series)."""
-    stderr = fit.stderr or {}
+    eq9 = {**fit.params, **model.eq9_fixed} if model.eq9_fixed is not None and fit.params else {}
+    stderr = (fit.stderr or {}) if eq9 else {}
     row = {"hypothesis": model.hypothesis}
-    in_eq9 = model.eq9_fixed is not None and bool(fit.params)
     for name in EQ9:
-        row[name] = ({**fit.params, **model.eq9_fixed}[name]) if in_eq9 else None
-        row[f"{name}_se"] = stderr.get(name) if in_eq9 else None
-    row |= {
-        "r2": fit.r2, "aic": fit.aic, "bic": fit.bic, "n_points": fit.n_points, "success": fit.success,
-        "message": fit.message, "t_peak": fit.t_peak,
-        "params": _json(fit.params or None), "params_se": _json(fit.stderr),
-    }
-    return {k: (None if isinstance(v, float) and math.isnan(v) and k != "t_peak" else v) for k, v in row.items()}
+        row |= {name: eq9.get(name), f"{name}_se": stderr.get(name)}
+    row |= {"r2": _null_if_nan(fit.r2), "aic": _null_if_nan(fit.aic), "bic": _null_if_nan(fit.bic),
+            "n_points": fit.n_points, "success": fit.success, "message": fit.message, "t_peak": fit.t_peak,
+            "params": json.dumps(fit.params) if fit.params else None,
+            "params_se": json.dumps(fit.stderr) if fit.stderr else None}
+    return row
 
 
 def _bootstrap_columns(model, fit, steps, stats, function, weights):
     """2.5 and 97.5 % percentiles of the Eq. 9 parameters and t_peak over resampled probe sequences."""
-    draws = []
+    draws = {name: [] for name in (*EQ9, "t_peak")}
+    n_boot = 0
     for w in weights:
         refit = fit_curve(model, steps, function(stats, w), start=fit.params)
         if refit.success:
-            values = {**refit.params, **model.eq9_fixed}
-            draws.append([values[name] for name in EQ9] + [refit.t_peak])
-    columns = {"n_boot": len(draws)}
-    draws = np.array(draws, dtype=float).reshape(-1, len(EQ9) + 1)
-    for j, name in enumerate((*EQ9, "t_peak")):
-        finite = draws[np.isfinite(draws[:, j]), j]
-        low, high = np.percentile(finite, [2.5, 97.5]) if finite.size else (None, None)
-        columns[f"{name}_lo"], columns[f"{name}_hi"] = (
-            (float(low), float(high)) if finite.size else (None, None))
+            n_boot += 1
+            for name, value in ({**refit.params, **model.eq9_fixed} | {"t_peak": refit.t_peak}).items():
+                draws[name].append(value)
+    columns = {"n_boot": n_boot}
+    for name, values in draws.items():
+        values = np.array(values, dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = np.percentile(values, [2.5, 97.5]) if values.size else (None, None)
+        columns |= {f"{name}_lo": _null_if_nan(float(low)) if values.size else None,
+                    f"{name}_hi": _null_if_nan(float(high)) if values.size else None}
     return columns
 
 
@@ -213,19 +229,22 @@ def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, 
              for model, layer, steps, stats in layer_stats(measurements)]
     workers = min(n_jobs or os.cpu_count() or 1, len(tasks))
     if workers > 1 and len(tasks) * len(hypotheses) * (1 + bootstrap) >= POOL_MIN_FITS:
-        # forkserver, not fork: the parent runs polars' thread pool, which fork can leave locked.
-        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+        # On Linux, fork: workers start in milliseconds instead of re-importing SciPy and lmfit for about a
+        # second each, and scripts need no `if __name__ == "__main__"` guard. It is safe although polars'
+        # thread pool is running, because workers only run NumPy, SciPy and lmfit on arrays, never polars.
+        # Elsewhere (macOS system libraries do not survive fork), spawn.
+        context = get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
             results = list(pool.map(_fit_layer, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
     else:
         results = [_fit_layer(task) for task in tasks]
-    carried = [c for c in CARRIED if c in measurements.columns]
     fits = pl.DataFrame([row for rows in results for row in rows], schema=_schema(bootstrap, []))
-    if carried and not fits.is_empty():
+    carried = [c for c in CARRIED if c in measurements.columns]
+    if carried:
         provenance = measurements.group_by("model").agg(
             pl.col(c).cast(pl.String).unique().sort().str.join(",") for c in carried)
-        fits = fits.join(provenance, on="model", how="left")
-    return fits.select(_schema(bootstrap, carried).keys()) if not fits.is_empty() else pl.DataFrame(
-        schema=_schema(bootstrap, carried))
+        fits = fits.join(provenance, on="model", how="left", maintain_order="left")
+    return fits
 
 
 def write_fits(fits, path):
@@ -268,12 +287,9 @@ def compare_hypotheses(fits):
     keys = ["model", "layer", "series"]
     ok = fits.filter(pl.col("success"))
     wide = fits.pivot(on="hypothesis", index=keys, values=["r2", "aic", "bic"], separator="_")
-    best = [
-        ok.sort(criterion).group_by(keys, maintain_order=True).agg(pl.col("hypothesis").first().alias(f"best_{criterion}"))
-        for criterion in ("aic", "bic")
-    ]
-    for frame in best:
-        wide = wide.join(frame, on=keys, how="left")
+    for criterion in ("aic", "bic"):
+        best = ok.sort(criterion).group_by(keys).agg(pl.col("hypothesis").first().alias(f"best_{criterion}"))
+        wide = wide.join(best, on=keys, how="left")
     return wide.sort(keys)
 
 

@@ -88,6 +88,8 @@ def fit(
         fits = fit_table(part, series=series, hypotheses=chosen, n_jobs=1)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)
         path = out or default_dir / f"fit_{safe}_layer{layer}_{series}.png"
+        if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise UserError(f"--out {path}: with --plot, give a .png, .pdf or .svg file")
         _plot_layer(part, fits, series, path)
         console.print(f"wrote {path}", markup=False)
         return
@@ -98,8 +100,11 @@ def fit(
     with console.status(f"fitting {series} per layer"):
         fits = fit_table(measurements, series=series, hypotheses=chosen, bootstrap=bootstrap, seed=seed,
                          n_jobs=jobs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_fits(fits, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_fits(fits, target)
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror or err}; choose another --out") from None
     _print_summary(console, fits, r2_summary(fits), hypothesis_summary(fits) if len(chosen) > 1 else None)
     console.print(f"wrote {target} ({fits.height} rows)", markup=False)
 
