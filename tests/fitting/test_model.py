@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scipy.special import lambertw
+
 from fitting.curves import emergence, t_peak
 from fitting.model import HYPOTHESES, EmergenceModel, FirstOrderStepModel, LogRiseModel, fit_curve
 from fitting.synthetic import paper_like_steps, pythia_steps, synthetic_measurements
@@ -189,3 +191,21 @@ def test_random_series_never_raise_and_successes_are_finite(hypothesis, data):
         assert all(math.isfinite(v) for v in (*fit.params.values(), fit.r2, fit.aic, fit.bic))
         assert fit.stderr is None or all(math.isfinite(v) for v in fit.stderr.values())
         assert fit.n_points >= 6
+
+
+@settings(max_examples=20, deadline=None)
+@given(lam=st.floats(1e-3, 5.0), log_peak=st.floats(2.0, 5.0), start=st.floats(0.05, 0.9),
+       rise=st.floats(1.0, 1000.0), seed=st.integers(0, 2**31))
+def test_fits_of_noisy_eq9_curves_are_at_least_as_good_as_the_truth(lam, log_peak, start, rise, seed):
+    # The true parameters are a feasible point, so the least-squares optimum cannot be worse: a fit that is
+    # worse stopped in a local minimum. Peaks from step 100 to 100000, starting at 5-90 % of x*.
+    x_star = 1.0 / (lam * lambertw(1.0 / lam).real)
+    t0 = start * x_star
+    gamma = (x_star - t0) / 10**log_peak
+    steps = pythia_steps().astype(float)
+    truth = dict(A=rise / np.ptp(emergence(steps, 1.0, lam, gamma, t0, 0.0)), lam=lam, gamma=gamma, t0=t0, K=5.0)
+    clean = emergence(steps, **truth)
+    noisy = clean * (1 + 0.02 * np.random.default_rng(seed).standard_normal(steps.size))
+    fit = fit_curve(EmergenceModel(), steps, noisy)
+    assert fit.success, fit.message
+    assert np.sum((noisy - emergence(steps, **fit.params)) ** 2) <= np.sum((noisy - clean) ** 2) * (1 + 1e-6)
