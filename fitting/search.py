@@ -14,27 +14,6 @@ import numpy as np
 from scipy.optimize import least_squares
 
 
-def linear_coefficients(basis, y, level):
-    """Least-squares a (and c when `level`) of y ~ a * basis + c for each row of `basis` (shape (..., n)).
-
-    Returns (a, c, sse) with the leading shape of `basis`; a = 0 where a row is constant (with a baseline)
-    or zero (without one).
-    """
-    if level:
-        mean = basis.mean(axis=-1)
-        centred = basis - mean[..., None]
-        y_centred = y - y.mean()
-        spread, cross, total = np.sum(centred * centred, axis=-1), centred @ y_centred, y_centred @ y_centred
-    else:
-        spread, cross, total = np.sum(basis * basis, axis=-1), basis @ y, y @ y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        usable = np.isfinite(spread) & (spread > 0) & np.isfinite(cross)
-        a = np.where(usable, cross / np.where(usable, spread, 1.0), 0.0)
-        sse = np.where(usable, total - a * cross, total)
-    c = y.mean() - a * mean if level else np.zeros_like(a)
-    return a, c, sse
-
-
 class ShapeSearch:
     """Least squares over the shape parameters of a separable curve, a and c solved at every evaluation.
 
@@ -46,8 +25,9 @@ class ShapeSearch:
 
     def __init__(self, basis, bounds, t, y, level, basis_jacobian=None):
         self.basis, self.basis_jacobian, self.names = basis, basis_jacobian, list(bounds)
-        self.t, self.y, self.level = t, y, level
-        self.y_centred = y - y.mean() if level else y
+        self.t, self.level = t, level
+        self.y_mean = y.mean() if level else 0.0
+        self.y_seen = y - self.y_mean  # what the basis must explain once c is solved for
         low, high = (np.array([bounds[n][i] for n in self.names], dtype=float) for i in (0, 1))
         self.log = low > 0
         self.lower = np.where(self.log, np.log(np.where(self.log, low, 1.0)), low)
@@ -64,17 +44,23 @@ class ShapeSearch:
             u = np.where(self.log, np.log(np.where(self.log, np.abs(v), 1.0)), v)
         return np.clip(np.nan_to_num(u, nan=0.0), self.lower, self.upper)
 
-    def _project(self, b):
-        """(a, b as seen by the fit (centred with a baseline), squared norm of the latter)."""
-        seen = b - b.mean() if self.level else b
-        spread = seen @ seen
-        a = (seen @ self.y_centred) / spread if spread > 0 and np.isfinite(spread) else 0.0
-        return a, seen, spread
+    def _solve(self, b):
+        """Least-squares a per row of b (shape (..., n)): (a, the rows as the fit sees them, the sum of
+        squares each row explains).
+
+        With a baseline the rows are centred, which solves for c; a = 0 where a row is flat or not finite.
+        """
+        seen = b - b.mean(axis=-1, keepdims=True) if self.level else b
+        spread = np.einsum("...i,...i->...", seen, seen)
+        cross = seen @ self.y_seen
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(np.isfinite(spread) & (spread > 0) & np.isfinite(cross), cross / spread, 0.0)
+        return a, seen, a * cross
 
     def residual(self, u):
         with np.errstate(all="ignore"):
-            a, seen, _ = self._project(self.basis(self.t, **self.shape(u)))
-            return a * seen - self.y_centred
+            a, seen, _ = self._solve(self.basis(self.t, **self.shape(u)))
+            return a * seen - self.y_seen
 
     def jacobian(self, u):
         """Kaufman's variable-projection Jacobian: a times the part of d(basis)/du outside span(basis, 1).
@@ -83,7 +69,8 @@ class ShapeSearch:
         """
         shape = self.shape(u)
         with np.errstate(all="ignore"):
-            a, seen, spread = self._project(self.basis(self.t, **shape))
+            a, seen, _ = self._solve(self.basis(self.t, **shape))
+            spread = seen @ seen
             chain = np.array([shape[n] if log else 1.0 for n, log in zip(self.names, self.log)])
             d = self.basis_jacobian(self.t, **shape) * chain
             if self.level:
@@ -96,10 +83,10 @@ class ShapeSearch:
         """The grid point (dict of equal-length arrays) whose least-squares a and c fit best; None if none fits."""
         columns = {n: np.asarray(v, dtype=float)[:, None] for n, v in grid.items()}
         with np.errstate(all="ignore"):
-            _, _, sse = linear_coefficients(self.basis(self.t, **columns), self.y, self.level)
-        sse = np.where(np.isfinite(sse), sse, np.inf)
-        i = int(np.argmin(sse))
-        return {n: float(v[i, 0]) for n, v in columns.items()} if np.isfinite(sse[i]) else None
+            _, _, explained = self._solve(self.basis(self.t, **columns))  # the sum of squares each row removes
+        explained = np.where(np.isfinite(explained), explained, -np.inf)
+        i = int(np.argmax(explained))
+        return {n: float(v[i, 0]) for n, v in columns.items()} if explained[i] > 0 else None
 
     def minimise(self, shape, **options):
         """(shape, cost) after least_squares from `shape`; options go to scipy's least_squares."""
@@ -110,6 +97,7 @@ class ShapeSearch:
 
     def coefficients(self, shape):
         """(a, c) of the least-squares fit at this shape."""
+        b = self.basis(self.t, **shape)
         with np.errstate(all="ignore"):
-            a, c, _ = linear_coefficients(self.basis(self.t, **shape), self.y, self.level)
-        return float(a), float(c)
+            a, _, _ = self._solve(b)
+        return float(a), (float(self.y_mean - a * b.mean()) if self.level else 0.0)
