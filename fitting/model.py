@@ -34,7 +34,7 @@ AMPLITUDE, LEVEL, RATE, TIME, PURE = "amplitude", "level", "rate", "time", "pure
 # endless creep towards an optimum at infinity that noisy, weakly determined series have. Noise-free series
 # still converge to machine precision (xtol, gtol), since each iteration there removes most of the residual.
 TOLERANCES = {"ftol": 1e-5, "xtol": 1e-12, "gtol": 1e-12, "x_scale": "jac"}
-EXPLORE = TOLERANCES | {"max_nfev": 30}  # each start: only the best start goes on
+EXPLORE = TOLERANCES | {"max_nfev": 15}  # each start: only the best start goes on
 REFINE = TOLERANCES | {"max_nfev": 1000}
 LMFIT_NFEV = 200  # the final lmfit fit starts at the optimum and stops after a few evaluations
 
