@@ -153,8 +153,8 @@ def handmade_fits():
         ("a", 2, "emergence", None, None, False), ("a", 2, "log_rise", 0.5, 10.0, True),
         ("b", 0, "emergence", 0.97, -10.0, True), ("b", 0, "log_rise", 0.2, 5.0, True),
     ]
-    return pl.DataFrame(rows, schema=["model", "layer", "hypothesis", "r2", "aic", "success"], orient="row").with_columns(
-        series=pl.lit("ratio"), bic=pl.col("aic") + 1.0)
+    fits = pl.DataFrame(rows, schema=["model", "layer", "hypothesis", "r2", "aic", "success"], orient="row")
+    return fits.with_columns(series=pl.lit("ratio"), bic=pl.col("aic") + 1.0)
 
 
 def test_table1_analogue():
