@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import measure, predict, suite, sweep, train
+from dynamics.cli import fit, measure, predict, suite, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("measure")(measure.measure)
 app.command("sweep")(sweep.sweep)
 app.command("status")(sweep.status)
+app.command("fit")(fit.fit)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.add_typer(suite.app, name="suite")

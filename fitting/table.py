@@ -1,0 +1,305 @@
+"""Fit every (model, layer) of a measurements table: the fits table, bootstrap intervals, model comparison.
+
+A series is reduced over the probe sequences at each step (paper Eq. 8 and its variants, `SERIES`), fitted
+by each hypothesis of `fitting.model`, and written one row per (model, layer, series, hypothesis).
+
+The fits table (schema version `SCHEMA_VERSION`, stored in the parquet file metadata under `SCHEMA_KEY`):
+- the contract columns: model, layer, series, hypothesis, A, lam, gamma, t0, K and their *_se, r2, aic, bic,
+  n_points, success, message, t_peak. A..K are the Eq. 9 parameters: set for "emergence" (Eq. 9) and
+  "log_rise" (Eq. 9 with lam = 0 and t0 = 1, both fixed, so their *_se are null), null for
+  "first_order_step" and "second_order_step". *_se are null when the covariance is unavailable (message
+  says so). t_peak is NaN when the curve has no observable peak; for "second_order_step" it is the first
+  overshoot, pi / omega_d, when under-damped. r2, aic and bic are computed in the series' own units, with
+  aic = n log(SSE / n) + 2 k and bic = n log(SSE / n) + k log n, so they compare across hypotheses.
+- params, params_se: JSON objects with each hypothesis' own parameters (K, tau; K, zeta, omega_n; ...),
+  in training steps and the series' units; params_se is null without a covariance.
+- with a bootstrap: A_lo, A_hi, ..., K_lo, K_hi, t_peak_lo, t_peak_hi (2.5 and 97.5 % percentiles over
+  the resamples whose refit succeeded; for t_peak, over those with an observable peak) and n_boot (the
+  number of successful refits), for the Eq. 9 hypotheses; null for the others.
+- probe_id, dtype, device when the measurements have them: their distinct values per model, joined by ",".
+"""
+
+import json
+import math
+import os
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import numpy as np
+import polars as pl
+
+from fitting.errors import UserError
+from fitting.model import HYPOTHESES, fit_curve
+
+SCHEMA_VERSION = 1
+SCHEMA_KEY = "massive_dynamics.fits_schema_version"  # parquet file metadata
+REQUIRED = ("model", "step", "seq", "layer", "top1", "top2", "top3", "median")
+STATS = ("top1", "top2", "top3", "median")
+# Per-model provenance copied from the measurements when present (distinct values joined by ",").
+CARRIED = ("probe_id", "dtype", "device")
+EQ9 = ("A", "lam", "gamma", "t0", "K")
+# Below this many single fits (about 50 ms each), a process pool costs more to start than it saves.
+POOL_MIN_FITS = 16
+
+
+def _mean(values, weights):
+    """Weighted mean over sequences (axis 1) of the finite entries; NaN where a step has none."""
+    finite = np.isfinite(values)
+    total = finite @ weights
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, np.where(finite, values, 0.0) @ weights / total, np.nan)
+
+
+def _ratio_of_means(top):
+    def series(stats, weights):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _mean(stats[top], weights) / _mean(stats["median"], weights)
+
+    return series
+
+
+def _mean_of_ratios(stats, weights):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _mean(stats["top1"] / stats["median"], weights)
+
+
+def _mean_of(stat):
+    def series(stats, weights):
+        return _mean(stats[stat], weights)
+
+    return series
+
+
+# Each series maps the per-(step, sequence) statistics and a weight per sequence to one value per step.
+SERIES = {
+    "ratio": _ratio_of_means("top1"),  # Eq. 8: mean top-1 / mean median
+    "ratio_mean": _mean_of_ratios,
+    "top1": _mean_of("top1"),
+    "median": _mean_of("median"),
+    "top2_ratio": _ratio_of_means("top2"),
+    "top3_ratio": _ratio_of_means("top3"),
+}
+
+
+SERIES_LABELS = {
+    "ratio": "mean top-1 / mean median of |h|  (Eq. 8)",
+    "ratio_mean": "mean over sequences of top-1 / median of |h|",
+    "top1": "mean top-1 of |h|",
+    "median": "mean median of |h|",
+    "top2_ratio": "mean top-2 / mean median of |h|",
+    "top3_ratio": "mean top-3 / mean median of |h|",
+}
+
+
+def check_measurements(measurements, name="the measurements table"):
+    """Raise UserError unless the table has the columns the fit needs."""
+    missing = [c for c in REQUIRED if c not in measurements.columns]
+    if missing:
+        raise UserError(f"{name} lacks column(s) {', '.join(missing)}; a measurements table needs "
+                        f"{', '.join(REQUIRED)}")
+
+
+def _series_function(series):
+    if series not in SERIES:
+        raise UserError(f"unknown series {series!r}; choose one of {', '.join(SERIES)}")
+    return SERIES[series]
+
+
+def layer_stats(measurements):
+    """One (model, layer, steps, stats) per layer: stats maps top1..median to arrays of shape (step, seq).
+
+    Rows repeated for a (step, seq) (e.g. step143000 and main) are averaged; missing entries are NaN.
+    """
+    check_measurements(measurements)
+    table = (
+        measurements.select(REQUIRED)
+        .with_columns(pl.col(STATS).cast(pl.Float64).fill_nan(None))
+        .group_by("model", "layer", "step", "seq")
+        .agg(pl.col(STATS).mean())
+        .sort("model", "layer", "step", "seq")
+    )
+    for (model, layer), part in table.partition_by("model", "layer", as_dict=True, maintain_order=True).items():
+        step_ids, step_index = np.unique(part["step"].to_numpy(), return_inverse=True)
+        seq_ids, seq_index = np.unique(part["seq"].to_numpy(), return_inverse=True)
+        stats = {}
+        for stat in STATS:
+            grid = np.full((step_ids.size, seq_ids.size), np.nan)
+            grid[step_index, seq_index] = part[stat].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            stats[stat] = grid
+        yield str(model), int(layer), step_ids, stats
+
+
+def series_table(measurements, series="ratio"):
+    """The series of every layer: columns model, layer, step, value."""
+    function = _series_function(series)
+    frames = [
+        pl.DataFrame({"model": model, "layer": layer, "step": steps,
+                      "value": function(stats, np.ones(stats["top1"].shape[1]))},
+                     schema={"model": pl.String, "layer": pl.Int32, "step": pl.Int64, "value": pl.Float64})
+        for model, layer, steps, stats in layer_stats(measurements)
+    ]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"model": pl.String, "layer": pl.Int32,
+                                                                 "step": pl.Int64, "value": pl.Float64})
+
+
+def _null_if_nan(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _row(model, fit):
+    """The fits-table columns of one CurveFit (without model, layer, series)."""
+    eq9 = {**fit.params, **model.eq9_fixed} if model.eq9_fixed is not None and fit.params else {}
+    stderr = (fit.stderr or {}) if eq9 else {}
+    row = {"hypothesis": model.hypothesis}
+    for name in EQ9:
+        row |= {name: eq9.get(name), f"{name}_se": stderr.get(name)}
+    row |= {"r2": _null_if_nan(fit.r2), "aic": _null_if_nan(fit.aic), "bic": _null_if_nan(fit.bic),
+            "n_points": fit.n_points, "success": fit.success, "message": fit.message, "t_peak": fit.t_peak,
+            "params": json.dumps(fit.params) if fit.params else None,
+            "params_se": json.dumps(fit.stderr) if fit.stderr else None}
+    return row
+
+
+def _bootstrap_columns(model, fit, steps, stats, function, weights):
+    """2.5 and 97.5 % percentiles of the Eq. 9 parameters and t_peak over resampled probe sequences."""
+    draws = {name: [] for name in (*EQ9, "t_peak")}
+    n_boot = 0
+    for w in weights:
+        refit = fit_curve(model, steps, function(stats, w), start=fit.params)
+        if refit.success:
+            n_boot += 1
+            for name, value in ({**refit.params, **model.eq9_fixed} | {"t_peak": refit.t_peak}).items():
+                draws[name].append(value)
+    columns = {"n_boot": n_boot}
+    for name, values in draws.items():
+        values = np.array(values, dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = np.percentile(values, [2.5, 97.5]) if values.size else (None, None)
+        columns |= {f"{name}_lo": _null_if_nan(float(low)) if values.size else None,
+                    f"{name}_hi": _null_if_nan(float(high)) if values.size else None}
+    return columns
+
+
+def _fit_layer(task):
+    """All rows of one layer: each hypothesis fitted to the series, with bootstrap intervals if asked."""
+    model_name, layer, steps, stats, series, hypotheses, n_boot, seed = task
+    function = SERIES[series]
+    n_seq = stats["top1"].shape[1]
+    y = function(stats, np.ones(n_seq))
+    # Same resamples for every layer of a model: one resampled probe set, refitted layer by layer.
+    rng = np.random.default_rng([seed, zlib.crc32(model_name.encode())])
+    weights = [np.bincount(rng.integers(0, n_seq, n_seq), minlength=n_seq).astype(float) for _ in range(n_boot)]
+    rows = []
+    for cls in hypotheses:
+        model = cls()
+        fit = fit_curve(model, steps, y)
+        row = {"model": model_name, "layer": layer, "series": series} | _row(model, fit)
+        if n_boot and model.eq9_fixed is not None and fit.success:
+            row |= _bootstrap_columns(model, fit, steps, stats, function, weights)
+        rows.append(row)
+    return rows
+
+
+def _schema(bootstrap, carried):
+    schema = {"model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String}
+    schema |= {name: pl.Float64 for name in EQ9}
+    schema |= {f"{name}_se": pl.Float64 for name in EQ9}
+    schema |= {"r2": pl.Float64, "aic": pl.Float64, "bic": pl.Float64, "n_points": pl.Int32, "success": pl.Boolean,
+               "message": pl.String, "t_peak": pl.Float64, "params": pl.String, "params_se": pl.String}
+    if bootstrap:
+        for name in (*EQ9, "t_peak"):
+            schema |= {f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64}
+        schema["n_boot"] = pl.Int32
+    return schema | {c: pl.String for c in carried}
+
+
+def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, seed=0, n_jobs=None):
+    """The fits table: one row per (model, layer, hypothesis) of `measurements` for one series.
+
+    hypotheses: model classes of `fitting.model` (default: all). bootstrap: number of probe-sequence
+    resamples (0: none) giving *_lo/*_hi columns and n_boot for Eq. 9-family hypotheses. n_jobs: worker
+    processes (default: every core); small jobs run in this process.
+    """
+    _series_function(series)
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap must be 0 or more, not {bootstrap}")
+    tasks = [(model, layer, steps, stats, series, tuple(hypotheses), bootstrap, seed)
+             for model, layer, steps, stats in layer_stats(measurements)]
+    workers = min(n_jobs or os.cpu_count() or 1, len(tasks))
+    if workers > 1 and len(tasks) * len(hypotheses) * (1 + bootstrap) >= POOL_MIN_FITS:
+        # On Linux, fork: workers start in milliseconds instead of re-importing SciPy and lmfit for about a
+        # second each, and scripts need no `if __name__ == "__main__"` guard. It is safe although polars'
+        # thread pool is running, because workers only run NumPy, SciPy and lmfit on arrays, never polars.
+        # Elsewhere (macOS system libraries do not survive fork), spawn.
+        context = get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = list(pool.map(_fit_layer, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+    else:
+        results = [_fit_layer(task) for task in tasks]
+    fits = pl.DataFrame([row for rows in results for row in rows], schema=_schema(bootstrap, []))
+    carried = [c for c in CARRIED if c in measurements.columns]
+    if carried:
+        provenance = measurements.group_by("model").agg(
+            pl.col(c).cast(pl.String).unique().sort().str.join(",") for c in carried)
+        fits = fits.join(provenance, on="model", how="left", maintain_order="left")
+    return fits
+
+
+def write_fits(fits, path):
+    """Write a fits table to parquet, recording its schema version in the file metadata."""
+    fits.write_parquet(path, metadata={SCHEMA_KEY: str(SCHEMA_VERSION)})
+
+
+def read_fits(path):
+    """Read a fits table written by `write_fits`; UserError if it is missing or of another schema version."""
+    try:
+        version = pl.read_parquet_metadata(path).get(SCHEMA_KEY)
+    except (OSError, pl.exceptions.ComputeError) as err:
+        raise UserError(f"cannot read fits table {path}: {err}; run `mdyn fit` to make one") from None
+    if version != str(SCHEMA_VERSION):
+        raise UserError(f"{path} is a fits table of schema version {version}, this package reads "
+                        f"{SCHEMA_VERSION}; refit with `mdyn fit`")
+    return pl.read_parquet(path)
+
+
+def r2_summary(fits, hypothesis="emergence"):
+    """Paper Table 1 analogue: per model, layers, mean R^2 over successful fits, layers with R^2 < 0.9, failures."""
+    return (
+        fits.filter(pl.col("hypothesis") == hypothesis)
+        .group_by("model", maintain_order=True)
+        .agg(
+            pl.len().alias("layers"),
+            pl.col("r2").filter(pl.col("success")).mean().alias("mean_r2"),
+            (pl.col("success") & (pl.col("r2") < 0.9)).sum().alias("layers_r2_below_0_9"),
+            (~pl.col("success")).sum().alias("failed"),
+        )
+        .sort("model")
+    )
+
+
+def compare_hypotheses(fits):
+    """Per layer, R^2, AIC and BIC of every hypothesis side by side, and the hypothesis each criterion prefers.
+
+    Columns: model, layer, series, r2_<hypothesis>, aic_<hypothesis>, bic_<hypothesis> ..., best_aic, best_bic.
+    """
+    keys = ["model", "layer", "series"]
+    ok = fits.filter(pl.col("success"))
+    wide = fits.pivot(on="hypothesis", index=keys, values=["r2", "aic", "bic"], separator="_")
+    for criterion in ("aic", "bic"):
+        best = ok.sort(criterion).group_by(keys).agg(pl.col("hypothesis").first().alias(f"best_{criterion}"))
+        wide = wide.join(best, on=keys, how="left")
+    return wide.sort(keys)
+
+
+def hypothesis_summary(fits):
+    """Paper Table 5 analogue: per (hypothesis, model) the mean R^2 and how many layers AIC prefers it in."""
+    preferred = compare_hypotheses(fits).group_by("model", "best_aic").agg(pl.len().alias("layers_best_aic"))
+    return (
+        fits.group_by("hypothesis", "model", maintain_order=True)
+        .agg(pl.col("r2").filter(pl.col("success")).mean().alias("mean_r2"), pl.len().alias("layers"))
+        .join(preferred, left_on=["model", "hypothesis"], right_on=["model", "best_aic"], how="left")
+        .with_columns(pl.col("layers_best_aic").fill_null(0))
+        .sort("hypothesis", "model")
+    )
