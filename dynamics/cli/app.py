@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import fit, measure, predict, suite, sweep, train
+from dynamics.cli import demo, fit, measure, predict, suite, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("fit")(fit.fit)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.add_typer(suite.app, name="suite")
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -79,7 +79,10 @@ def _print_outcome(console, ledger) -> None:
     import polars as pl
     from rich.table import Table
 
+    from dynamics.store import STATUSES
+
     counts = ledger.group_by("model", "status").len().pivot(on="status", index="model", values="len").fill_null(0)
+    counts = counts.select("model", *[s for s in STATUSES if s in counts.columns])
     table = Table(title="revisions by status")
     for name in counts.columns:
         table.add_column(name, justify="left" if name == "model" else "right")
