@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from dynamics.corpus import DATA_DIR
 from dynamics.suite import PRESETS, describe_preset
 from fitting.errors import UserError
 
@@ -86,3 +87,45 @@ def build(
 
 
 app.command("build")(build)
+
+
+def ship(
+    preset: Annotated[str, typer.Option(help="The built suite to sweep (see `mdyn suite build`).")] = "full",
+    cache: Annotated[
+        Path | None,
+        typer.Option(help=f"HF hub cache holding the suite. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the shipped tables.")] = DATA_DIR / "tiny-suite",
+    n_seq: Annotated[int, typer.Option(help="Probe sequences (held-out plays, the model's full context each).")] = 10,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Sweep every model of a built suite and write the tables shipped in data/tiny-suite.
+
+    Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe),
+    architectures.csv and manifest.json. Missing models are trained first (as `mdyn suite build` would);
+    the sweep store beside the cache makes an interrupted run resume.
+    """
+    cache = cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_CACHE"] = str(cache.resolve())
+    from rich.console import Console
+
+    from dynamics import store
+    from dynamics.cli.sweep import sweep
+    from dynamics.suite import build_suite, write_suite_tables
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    manifest = build_suite(PRESETS[preset], cache, device=device, console=Console())
+    sweep_store = cache.parent / f"{manifest['suite']}-store"
+    for model in manifest["models"]:
+        sweep(target=model["model"], store_dir=sweep_store, probe="embedded", n_seq=n_seq, device=device,
+              keep_checkpoints=True, offline=True)
+    out.mkdir(parents=True, exist_ok=True)
+    store.load(sweep_store).write_parquet(out / "measurements.parquet")
+    store.load(sweep_store, "ledger").write_parquet(out / "ledger.parquet")
+    for path in (out / "measurements.parquet", out / "ledger.parquet", *write_suite_tables(manifest, out)):
+        Console().print(f"wrote {path}")
+
+
+app.command("ship")(ship)

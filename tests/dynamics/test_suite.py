@@ -204,3 +204,24 @@ def test_bad_input_gives_one_line_and_exit_2(suite, tmp_path, args, message):
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("mdyn: error: ") and message in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_micro_suite_sweeps_end_to_end(suite, tmp_path):
+    """Micro suite -> sweep: one row per (revision, sequence, layer) and a complete ledger."""
+    from dynamics import store
+    from dynamics.sources import HubSource
+    from dynamics.sweep import Settings, plan, run
+
+    cache, manifest = suite
+    settings = Settings(probe="embedded", n_seq=3, seq_len=32)
+    root = tmp_path / "store"
+    for model in manifest["models"]:
+        source = HubSource(model["model"], offline=True, cache_dir=cache)
+        ledger = run(source, root, plan(source, root, "all", settings), settings, keep_checkpoints=True, progress=False)
+        assert ledger["status"].unique().to_list() == ["ok"]
+        assert sorted(ledger["step"].to_list()) == model["schedule"]
+    measurements = store.load(root)
+    expected = sum(len(m["schedule"]) * m["n_layers"] * 3 for m in manifest["models"])
+    assert measurements.height == expected
+    assert measurements.group_by("model", "revision", "seq", "layer").len()["len"].max() == 1
+    assert store.load(root, "ledger").height == sum(len(m["schedule"]) for m in manifest["models"])
