@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mdyn demo
 
-# loadgroup: tests marked xdist_group (the Slurm tests, which share one cluster) stay on one worker.
+# loadfile: each test module runs on one worker, so one worker starts the Slurm cluster tests/slurm/test_slurm.py shares.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

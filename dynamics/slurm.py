@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+from huggingface_hub import constants
 
 import dynamics
 from dynamics import store
@@ -222,6 +223,7 @@ def progress(root: Path) -> pl.DataFrame:
     queue = _queue(names)
     # squeue tells the current state; sacct, where there is accounting, also remembers jobs squeue forgot.
     known = {**(_accounting(names, since) or {}), **(queue or {})}
+    measured = store.measured(root)
     ledger = store.load(root, "ledger").sort("recorded_at")
     latest = {(m, r, p): (t, s, d) for m, r, p, s, d, t in
               ledger.select("model", "revision", "probe_id", "status", "detail", "recorded_at").iter_rows()}
@@ -240,6 +242,8 @@ def progress(root: Path) -> pl.DataFrame:
             elif recorded and recorded[0] >= created:
                 verdict = "failed" if recorded[1] in _RETRIED else "done"
                 detail = f"{recorded[1]}: {recorded[2]}" if recorded[2] else recorded[1]
+            elif key in measured:  # e.g. by another submission, before this task ran and found it done
+                verdict, detail = "done", "measured"
             elif state:
                 verdict, detail = "failed", f"Slurm {state} before recording a result; see {log}"
             elif queue is None:
@@ -280,8 +284,6 @@ def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offlin
     package_parent = str(Path(dynamics.__file__).resolve().parent.parent)
     inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     python_path = os.pathsep.join(dict.fromkeys(filter(None, [package_parent, *inherited])))
-    from huggingface_hub import constants
-
     exports = {"PYTHONPATH": python_path, "HF_HUB_CACHE": str(constants.HF_HUB_CACHE)}
     if os.environ.get("HF_HOME"):
         exports["HF_HOME"] = os.environ["HF_HOME"]
@@ -340,6 +342,8 @@ def _slurm(*args: str) -> subprocess.CompletedProcess:
     """Run a Slurm client command; a hung controller is an error after a minute, not a hang."""
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+    except FileNotFoundError:
+        raise UserError(f"Slurm's {args[0]} is not on PATH; install the Slurm client or use --executor local") from None
     except subprocess.TimeoutExpired:
         raise UserError(f"{args[0]} did not answer within {_COMMAND_TIMEOUT_S}s; check the cluster (sinfo)") from None
 

@@ -1,4 +1,7 @@
-"""A real single-node Slurm for the tests in this folder, started once per test process by tests/slurm/start.sh."""
+"""A real single-node Slurm for the tests in this folder, started once per test process by tests/slurm/start.sh.
+
+Keep the tests that use it in one module: under `pytest -n 2 --dist loadfile` (make test) one worker then owns it.
+"""
 
 import os
 import shutil

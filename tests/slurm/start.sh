@@ -4,7 +4,7 @@
 #   tests/slurm/start.sh DIR      then   export SLURM_CONF=DIR/slurm.conf
 #
 # munged gets a fresh key and a private socket, slurm.conf names one node (`hostname -s`, reached on
-# 127.0.0.1) with 2 CPUs, no cgroups and no accounting, on the first free pair of ports from 16817 up.
+# 127.0.0.1) with 2 CPUs, no cgroups and no accounting, on a free pair of ports in 16817-16976.
 # Returns once `sinfo` shows the node idle; fails (after writing the daemons' logs to stderr) otherwise.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live in sbin, which a user's PATH may lack
@@ -19,11 +19,14 @@ fail() {
     exit 1
 }
 
+# A random start, so that two clusters started at the same moment (two test runs) do not pick the same pair.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=16817
+port=$((16817 + 2 * (RANDOM % 80)))
+tries=0
 while listening "$port" || listening "$((port + 1))"; do
-    port=$((port + 2))
-    [ "$port" -lt 16999 ] || fail "no free pair of ports in 16817-16999"
+    port=$((16817 + 2 * (RANDOM % 80)))
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || fail "no free pair of ports in 16817-16976"
 done
 
 # munged wants its socket in a folder every user can traverse, all the way up (DIR may sit in a private

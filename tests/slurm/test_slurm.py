@@ -2,7 +2,8 @@
 survives concurrent writers, and refuses bad input with one line.
 
 Every array runs at most 2 tasks at a time (the node has 2 CPUs); each task imports torch and transformers.
-Run these alone with `pytest -m slurm`.
+Run these alone with `pytest -m slurm`. All tests that need the cluster live in this one module: `make test`
+runs pytest with `--dist loadfile`, so a single worker starts it.
 """
 
 import json
@@ -18,7 +19,7 @@ from dynamics.sweep import Settings, plan, run
 from fitting.errors import UserError
 from tests.cli import run_main
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 
 SETTINGS = Settings(probe="embedded", n_seq=2, seq_len=32)
 SWEEP_ARGS = ["--probe", "embedded", "--n-seq", "2", "--seq-len", "32", "--keep-checkpoints"]
