@@ -125,7 +125,8 @@ def exclude_in_flight(
     flying = in_flight(root)
     kept, dropped = [], 0
     for source, the_plan in plans:
-        keep = {rev: s for rev, s in the_plan.to_measure.items() if (the_plan.model, rev, the_plan.probe.probe_id) not in flying}
+        keep = {rev: step for rev, step in the_plan.to_measure.items()
+                if (the_plan.model, rev, the_plan.probe.probe_id) not in flying}
         dropped += len(the_plan.to_measure) - len(keep)
         kept.append((source, dataclasses.replace(the_plan, to_measure=keep)))
     return kept, dropped
@@ -180,7 +181,8 @@ def submit(
     write_atomic(folder / "sweep.sbatch", _script(folder, root.resolve(), len(tasks), resources, offline).encode())
     answer = _slurm("sbatch", "--parsable", str(folder / "sweep.sbatch"))
     if answer.returncode != 0:
-        raise UserError(f"sbatch refused the array: {_first_line(answer)}; the script is {folder / 'sweep.sbatch'}")
+        shutil.rmtree(folder)  # never submitted: it must not count as a submission whose tasks vanished
+        raise UserError(f"sbatch refused the array: {_first_line(answer)}; check the Slurm options")
     job_id = answer.stdout.strip().split(";")[0]
     write_atomic(folder / "job_id", job_id.encode())
     return job_id, folder, len(tasks)
@@ -273,8 +275,9 @@ def _reopen(source: CheckpointSource) -> dict:
 def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offline: bool) -> str:
     """The sbatch job script of one array: options, the environment the submitter had, one task per index."""
     array = f"0-{n_tasks - 1}" + (f"%{resources.array_parallelism}" if resources.array_parallelism else "")
-    options = [("job-name", f"mdyn-{folder.name}"), ("array", array), ("output", f"{folder}/logs/%A_%a.out"),
-               ("chdir", str(folder)), ("export", "ALL")]
+    # One process per array task; an explicit task count is also what --gpus-per-task requires.
+    options = [("job-name", f"mdyn-{folder.name}"), ("array", array), ("ntasks", "1"),
+               ("output", f"{folder}/logs/%A_%a.out"), ("chdir", str(folder)), ("export", "ALL")]
     for key in ("partition", "gpus_per_task", "cpus_per_task", "mem", "time"):
         if (value := getattr(resources, key)) is not None:
             options.append((key.replace("_", "-"), str(value)))

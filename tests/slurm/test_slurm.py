@@ -134,6 +134,16 @@ def test_bad_slurm_input_is_one_line_exit_2(slurm_cluster, tinyrepo, tmp_path, c
     assert not (tmp_path / "store").exists(), "nothing is planned or written before the input is checked"
 
 
+def test_options_sbatch_refuses_leave_no_submission(slurm_cluster, tinyrepo, tmp_path, capsys):
+    root = tmp_path / "store"
+    args = ["sweep", tinyrepo.repo_id, "--store", root, "--steps", "0", *SWEEP_ARGS, "--executor", "slurm",
+            "--mem", "lots"]
+    code, cap = run_main(args, capsys)
+    lines = cap.err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("mdyn: error: sbatch refused the array: Invalid --mem"), cap.err
+    assert not list((root / "slurm").iterdir()) and slurm.progress(root).is_empty()
+
+
 def test_no_slurm_on_path_is_one_line_exit_2(tinyrepo, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # python runs already; sbatch and friends are now out of reach
     args = ["sweep", tinyrepo.repo_id, "--store", tmp_path / "store", *SWEEP_ARGS, "--executor", "slurm"]
