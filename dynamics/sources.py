@@ -423,6 +423,41 @@ def open_source(
     return HubSource(str(target), offline=offline, cache_dir=cache_dir, token=token)
 
 
+def expand_targets(targets: Iterable[str]) -> list[str]:
+    """Targets with shell-style braces expanded, repeats dropped: `org/pythia-{14m,70m}` -> org/pythia-14m, org/pythia-70m."""
+    return list(dict.fromkeys(name for target in targets for name in _expand_braces(target)))
+
+
+def _expand_braces(text: str) -> list[str]:
+    """The alternatives of the first brace group holding a top-level comma, each expanded in turn (as bash does).
+
+    Braces without a comma and unbalanced braces stay as they are.
+    """
+    depth, start = 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            start = i if depth == 0 else start
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            parts = _top_level_split(text[start + 1 : i]) if depth == 0 else []
+            if len(parts) > 1:
+                head, tail = text[:start], text[i + 1 :]
+                return [name for part in parts for name in _expand_braces(head + part + tail)]
+    return [text]
+
+
+def _top_level_split(text: str) -> list[str]:
+    """`text` split at the commas outside nested braces."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "{") - (char == "}")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def _weights_and_index(names: Iterable[str]) -> tuple[list[str], str]:
     """The preferred format's weight files among `names` and that format's shard index name."""
     names = sorted(names)

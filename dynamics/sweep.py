@@ -98,9 +98,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     root = store.open_store(root)
-    rows = list(the_plan.settled)
-    for row in rows:
-        _write_ledger(root, row)
+    rows = record_settled(root, the_plan)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     order = list(the_plan.to_measure.items())
@@ -131,6 +129,13 @@ def run(
                 pending = pool.submit(fetch, order[i + 1][0])
             bar.update(task, advance=1, timing=f"fetch {row['seconds_fetch'] or 0:.1f}s  measure {row['seconds_measure'] or 0:.1f}s")
     return pl.DataFrame(rows, schema=store.LEDGER)
+
+
+def record_settled(root: Path, the_plan: Plan) -> list[dict]:
+    """Write the ledger rows of the revisions a plan settles without measuring; returns them."""
+    for row in the_plan.settled:
+        _write_ledger(root, row)
+    return list(the_plan.settled)
 
 
 def _measure_one(source, root, rev, step, fetched: Future, model, probe, settings, dtype, device):

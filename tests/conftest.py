@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dynamics.hubcache import repo_folder
 from tests.fixtures.tinyrepo import TinyRepo, build_tinyrepo
 
 
@@ -37,6 +38,18 @@ def tinyrepo() -> TinyRepo:
 def tinyrepo_copy(tinyrepo, tmp_path) -> TinyRepo:
     """A private copy of the tiny series that a test may evict revisions from."""
     return tinyrepo.copy(tmp_path / "hub")
+
+
+@pytest.fixture
+def tiny_family(tinyrepo) -> list[str]:
+    """Two repos in the session cache, `tiny/neox-sweep` and its copy `tiny/neox-twin`: a family for multi-model sweeps.
+
+    The copy exists only during the test (tinyrepo itself stays untouched).
+    """
+    twin = repo_folder(tinyrepo.cache_dir, "tiny/neox-twin")
+    shutil.copytree(repo_folder(tinyrepo.cache_dir, tinyrepo.repo_id), twin, symlinks=True)
+    yield [tinyrepo.repo_id, "tiny/neox-twin"]
+    shutil.rmtree(twin)
 
 
 @pytest.fixture(autouse=True)

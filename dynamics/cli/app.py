@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("measure")(measure.measure)
 app.command("sweep")(sweep.sweep)
 app.command("status")(sweep.status)
+app.command("sweep-task", hidden=True)(sweep.sweep_task)
 app.command("fit")(fit.fit)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
@@ -37,3 +38,7 @@ def main() -> None:
     except UserError as err:
         print(f"mdyn: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m dynamics.cli.app`, as the Slurm job script runs each task
+    main()

@@ -1,0 +1,81 @@
+"""What one Slurm job array costs over a local sweep of the same revisions, on a single-node Slurm started here.
+
+Starts tests/slurm/start.sh in a temporary folder (root and Debian's slurmd, slurmctld, slurm-client and munge
+needed), then sweeps the same revisions of the tiny offline series twice: in this process (the baseline), and
+as one array with at most 2 tasks at a time, each task a fresh process that imports torch and transformers.
+Prints the cluster's start-up time, both walls and their ratio: on tiny models the array's cost is the
+per-task start-up, which a real checkpoint's download and forward passes dwarf.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_HOME = tempfile.mkdtemp(prefix="mdyn-bench-hf-")
+os.environ.setdefault("HF_HOME", _HOME)
+os.environ.setdefault("HF_HUB_CACHE", str(Path(_HOME) / "hub"))
+
+from dynamics import slurm  # noqa: E402  (after the offline environment is set)
+from dynamics.sources import HubSource  # noqa: E402
+from dynamics.sweep import Settings, plan, run  # noqa: E402
+from tests.fixtures.tinyrepo import build_tinyrepo  # noqa: E402
+
+SETTINGS = Settings(probe="embedded", n_seq=2, seq_len=32)
+SELECTION = "every:3"
+SCRIPTS = Path(__file__).resolve().parent.parent / "tests" / "slurm"
+TIMEOUT_S = 300
+
+
+def local(tiny, root: Path) -> float:
+    source = HubSource(tiny.repo_id, offline=True, cache_dir=tiny.cache_dir)
+    start = time.perf_counter()
+    run(source, root, plan(source, root, SELECTION, SETTINGS), SETTINGS, keep_checkpoints=True, progress=False)
+    return time.perf_counter() - start
+
+
+def array(tiny, root: Path) -> tuple[float, int]:
+    source = HubSource(tiny.repo_id, offline=True, cache_dir=tiny.cache_dir)
+    start = time.perf_counter()
+    resources = slurm.Resources(array_parallelism=2)
+    the_plan = plan(source, root, SELECTION, SETTINGS)
+    _, _, n_tasks = slurm.submit(root, [(source, the_plan)], SETTINGS, resources, keep_checkpoints=True,
+                                 max_array_size=slurm.check_cluster(resources))
+    while slurm.progress(root)["state"].is_in(["pending", "running"]).any():
+        if time.perf_counter() - start > TIMEOUT_S:
+            raise SystemExit(f"the array did not finish within {TIMEOUT_S}s; see {root / 'slurm'}")
+        time.sleep(0.2)
+    return time.perf_counter() - start, n_tasks
+
+
+def main():
+    from transformers.utils import logging
+
+    if shutil.which("slurmctld", path=os.environ["PATH"] + ":/usr/sbin:/sbin") is None or os.geteuid() != 0:
+        sys.exit("needs root and Slurm: apt-get install slurmd slurmctld slurm-client munge")
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tiny = build_tinyrepo(Path(os.environ["HF_HUB_CACHE"]))
+        start = time.perf_counter()
+        subprocess.run([SCRIPTS / "start.sh", tmp / "cluster"], check=True, timeout=60, capture_output=True)
+        up = time.perf_counter() - start
+        os.environ["SLURM_CONF"] = str(tmp / "cluster" / "slurm.conf")
+        try:
+            baseline = local(tiny, tmp / "local")
+            wall, n_tasks = array(tiny, tmp / "array")
+        finally:
+            subprocess.run([SCRIPTS / "stop.sh", tmp / "cluster"], timeout=60)
+    print(f"single-node Slurm (2 CPUs) up in {up:.2f}s; tiny series {SELECTION}, {n_tasks} revisions")
+    print(f"  local sweep in this process   {baseline:6.1f}s")
+    print(f"  one array, 2 tasks at a time  {wall:6.1f}s ({wall / n_tasks:.1f}s per task, submission included)")
+    print(f"  array / local = {wall / baseline:.1f}x (per-task start-up: each task imports torch and transformers)")
+
+
+if __name__ == "__main__":
+    main()
