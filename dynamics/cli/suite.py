@@ -119,7 +119,7 @@ def ship(
     manifest = build_suite(PRESETS[preset], cache, device=device, console=Console())
     sweep_store = cache.parent / f"{manifest['suite']}-store"
     for model in manifest["models"]:
-        sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, device=device,
+        sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, batch_size=n_seq, device=device,
               keep_checkpoints=True, offline=True)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")
