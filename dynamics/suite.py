@@ -379,21 +379,6 @@ def build_suite(
     return _suite_manifest(preset, entries)
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other names are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was requested but torch sees no CUDA device; use --device cpu")
-    return device
-
-
 def _finished_entry(cache_dir: Path, repo_id: str, key: str) -> dict | None:
     entry = read_entry(cache_dir, repo_id)
     return entry if entry is not None and entry.get("key") == key else None
@@ -403,7 +388,9 @@ def _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, 
     """Train the members at indices `todo` and fill in their `entries`."""
     from filelock import FileLock
 
-    device = resolve_device(device)
+    from dynamics.models import resolve_device
+
+    device = str(resolve_device(device))
     tokenizer, tokens = tokenized_corpus(cache_dir, preset.vocab_size, corpus_sha)
     for i in todo:
         check_corpus_size(len(tokens), members[i][1])
