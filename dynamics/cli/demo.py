@@ -21,6 +21,7 @@ def demo(
     cache: Annotated[
         Path, typer.Option(help="HF cache holding the demo suite; a build already there is reused.")
     ] = SUITE_CACHE,
+    preset: Annotated[str, typer.Option(help="Suite to build and sweep: demo (about 2 minutes), or micro (seconds).")] = "demo",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for training the demo suite.")] = None,
     device: options.Device = "auto",
 ) -> None:
@@ -61,7 +62,7 @@ def demo(
         console.print(f"[green]{name}[/]: {timings[-1][1]:.1f} s")
 
     with stage("1. build the demo suite"):
-        suite.build(preset="demo", cache=cache, out=out / "suite", device=device, threads=threads, steps=None)
+        suite.build(preset=preset, cache=cache, out=out / "suite", device=device, threads=threads, steps=None)
     demo_models = pl.read_csv(out / "suite" / "architectures.csv")["model"].to_list()
     with stage("2. sweep"):
         for model in demo_models:
