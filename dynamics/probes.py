@@ -65,23 +65,33 @@ def resolve_seq_len(config, seq_len: int | None) -> int:
     return seq_len
 
 
-def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: str) -> ProbeSet:
-    """Join `texts` with a blank line, tokenize without special tokens, cut n_seq consecutive chunks of seq_len."""
+def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: str, bos: bool = False) -> ProbeSet:
+    """Join `texts` with a blank line, tokenize without special tokens, cut n_seq consecutive chunks of seq_len.
+
+    With `bos`, each sequence is the tokenizer's BOS token followed by seq_len - 1 text tokens: the input
+    distribution of models trained with BOS first (the tiny suite), where position 0 is the BOS token.
+    """
     if n_seq < 1:
         raise UserError(f"--n-seq must be at least 1, got {n_seq}")
+    if bos and (tokenizer.bos_token_id is None or seq_len < 2):
+        raise UserError("--bos needs a tokenizer with a BOS token and --seq-len of at least 2; drop --bos")
+    body = seq_len - 1 if bos else seq_len
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
-    need = n_seq * seq_len
+    need = n_seq * body
     if len(ids) < need:
         raise UserError(
-            f"probe text from {source} has {len(ids)} tokens but {n_seq} x {seq_len} = {need} are needed; "
+            f"probe text from {source} has {len(ids)} tokens but {n_seq} x {body} = {need} are needed; "
             "give more text, or lower --n-seq or --seq-len"
         )
-    token_ids = np.asarray(ids[:need], dtype=np.int64).reshape(n_seq, seq_len)
+    token_ids = np.asarray(ids[:need], dtype=np.int64).reshape(n_seq, body)
+    if bos:
+        token_ids = np.concatenate([np.full((n_seq, 1), tokenizer.bos_token_id, dtype=np.int64), token_ids], axis=1)
+        source += "+bos"
     digest = hashlib.sha256(token_ids.tobytes() + str(token_ids.shape).encode() + tokenizer_identity(tokenizer).encode())
     return ProbeSet(token_ids=token_ids, probe_id=digest.hexdigest()[:16], source=source)
 
 
-def text_file_probes(paths: list[Path], tokenizer, n_seq: int, seq_len: int) -> ProbeSet:
+def text_file_probes(paths: list[Path], tokenizer, n_seq: int, seq_len: int, bos: bool = False) -> ProbeSet:
     """Probes from one or more UTF-8 text files, in the order given."""
     texts = []
     for path in map(Path, paths):
@@ -90,15 +100,16 @@ def text_file_probes(paths: list[Path], tokenizer, n_seq: int, seq_len: int) -> 
         texts.append(path.read_text(encoding="utf-8", errors="replace"))
     if not any(t.strip() for t in texts):
         raise UserError(f"probe text {', '.join(map(str, paths))} is empty; pass a file with text in it")
-    return from_texts(texts, tokenizer, n_seq, seq_len, source="text:" + ",".join(p.name for p in map(Path, paths)))
+    return from_texts(texts, tokenizer, n_seq, seq_len, "text:" + ",".join(p.name for p in map(Path, paths)), bos)
 
 
-def embedded_probes(tokenizer, n_seq: int, seq_len: int, split: str = "heldout") -> ProbeSet:
+def embedded_probes(tokenizer, n_seq: int, seq_len: int, split: str = "heldout", bos: bool = False) -> ProbeSet:
     """Probes from the embedded Shakespeare corpus; the held-out plays by default (the tiny suite never trains on them)."""
-    return from_texts(read_corpus(split), tokenizer, n_seq, seq_len, source=f"embedded:{split}")
+    return from_texts(read_corpus(split), tokenizer, n_seq, seq_len, f"embedded:{split}", bos)
 
 
-def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_dir: Path | None = None) -> ProbeSet:
+def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_dir: Path | None = None,
+                 bos: bool = False) -> ProbeSet:
     """The reference protocol: 500 RedPajama-1T-Sample documents drawn with numpy seed 1, joined and chunked.
 
     The dataset's JSONL files come through huggingface_hub (repo_type dataset), so a populated offline cache
@@ -129,18 +140,19 @@ def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_d
                 if j in wanted:
                     texts[offset + j] = json.loads(line)["text"]
         offset += count
-    return from_texts([texts[int(i)] for i in chosen], tokenizer, n_seq, seq_len, source="paper")
+    return from_texts([texts[int(i)] for i in chosen], tokenizer, n_seq, seq_len, "paper", bos)
 
 
 PROBE_KINDS = ("auto", "paper", "embedded")
 
 
-def make_probes(kind: str, texts: list[Path] | None, tokenizer, n_seq: int, seq_len: int, hub_model: bool) -> ProbeSet:
+def make_probes(kind: str, texts: list[Path] | None, tokenizer, n_seq: int, seq_len: int, hub_model: bool,
+                bos: bool = False) -> ProbeSet:
     """The probe set the CLI asks for: text files if given, else `kind` (auto = paper for hub models, else embedded)."""
     if texts:
-        return text_file_probes(texts, tokenizer, n_seq, seq_len)
+        return text_file_probes(texts, tokenizer, n_seq, seq_len, bos)
     if kind not in PROBE_KINDS:
         raise UserError(f"unknown probe {kind!r}; use one of {', '.join(PROBE_KINDS)} or --probe-text FILE")
     if kind == "paper" or (kind == "auto" and hub_model):
-        return paper_probes(tokenizer, n_seq, seq_len)
-    return embedded_probes(tokenizer, n_seq, seq_len)
+        return paper_probes(tokenizer, n_seq, seq_len, bos=bos)
+    return embedded_probes(tokenizer, n_seq, seq_len, bos=bos)

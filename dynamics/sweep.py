@@ -35,6 +35,7 @@ class Settings:
     device: str = "auto"
     batch_size: int = 1
     reduce_dtype: str = "float32"
+    bos: bool = False
 
 
 @dataclass
@@ -180,7 +181,7 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
     seq_len = resolve_seq_len(AutoConfig.from_pretrained(folder), settings.seq_len)
     online = isinstance(source, HubSource) and not source.offline
     return make_probes(settings.probe, list(settings.probe_text), load_tokenizer(folder), settings.n_seq, seq_len,
-                       hub_model=online)
+                       hub_model=online, bos=settings.bos)
 
 
 def _measured_hashes(root: Path, model: str, probe_id: str) -> dict[str, str]:

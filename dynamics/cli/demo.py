@@ -66,7 +66,7 @@ def demo(
     demo_models = pl.read_csv(out / "suite" / "architectures.csv")["model"].to_list()
     with stage("2. sweep"):
         for model in demo_models:
-            sweep.sweep(targets=[model], store_dir=out / "store", probe="embedded", n_seq=10, batch_size=10, device=device,
+            sweep.sweep(targets=[model], store_dir=out / "store", probe="embedded", n_seq=10, batch_size=10, bos=True, device=device,
                         keep_checkpoints=True, offline=True)
     with stage("3. fit"):
         measurements = pl.concat([store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")],

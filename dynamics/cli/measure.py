@@ -21,6 +21,7 @@ def measure(
     reduce_dtype: options.ReduceDtype = "float32",
     device: options.Device = "auto",
     batch_size: options.BatchSize = 1,
+    bos: options.Bos = False,
     offline: options.Offline = False,
 ) -> None:
     """Measure the peak activations of every layer of one checkpoint on a probe set.
@@ -54,7 +55,7 @@ def measure(
     check_weights(folder)
     net = load_model(folder, torch_dtype, torch_device)
     probes = make_probes(probe, probe_text, load_tokenizer(folder), n_seq, resolve_seq_len(net.config, seq_len),
-                         hub_model=online)
+                         hub_model=online, bos=bos)
     stats = measure_model(net, probes.token_ids, batch_size=batch_size, reduce_dtype=reduce_dtype)
     rows = store.as_measurements(
         stats, model=model_id, revision=revision, step=PYTHIA.step(revision), commit=fingerprint.commit,

@@ -34,3 +34,8 @@ Offline = Annotated[
     bool,
     typer.Option(help="Use only the local Hugging Face cache (as HF_HUB_OFFLINE=1 does); revisions come from the cache."),
 ]
+Bos = Annotated[
+    bool,
+    typer.Option(help="Start every probe sequence with the tokenizer's BOS token, for models trained that way (the "
+                 "tiny suite). Off by default, as the paper's protocol tokenizes without special tokens."),
+]

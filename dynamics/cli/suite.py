@@ -53,7 +53,7 @@ def build(
 
     Use it offline (the cache path is printed at the end):
       export HF_HUB_CACHE=$PWD/.suite-cache/hub
-      mdyn sweep tiny-suite-demo/neox-L4-d128-h4 --offline
+      mdyn sweep tiny-suite-demo/neox-L4-d128-h4 --offline --probe embedded --bos --store runs
     or from Python, with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set:
       AutoModelForCausalLM.from_pretrained(repo, revision="step512")
     These are toy models: their outlier channels are not the massive
@@ -81,7 +81,7 @@ def build(
         for path in write_suite_tables(manifest, out):
             console.print(f"wrote {path}")
     console.print(
-        f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} --offline",
+        f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} --offline --probe embedded --bos --store runs",
         soft_wrap=True,
     )
 
@@ -101,7 +101,7 @@ def ship(
 ) -> None:
     """Sweep every model of a built suite and write the tables shipped in data/tiny-suite.
 
-    Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe),
+    Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe with BOS first, as in training),
     architectures.csv and manifest.json. Missing models are trained first (as `mdyn suite build` would);
     the sweep store beside the cache makes an interrupted run resume.
     """
@@ -119,7 +119,7 @@ def ship(
     manifest = build_suite(PRESETS[preset], cache, device=device, console=Console())
     sweep_store = cache.parent / f"{manifest['suite']}-store"
     for model in manifest["models"]:
-        sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, batch_size=n_seq, device=device,
+        sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device,
               keep_checkpoints=True, offline=True)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")

@@ -25,6 +25,7 @@ def sweep(
     reduce_dtype: options.ReduceDtype = "float32",
     device: options.Device = "auto",
     batch_size: options.BatchSize = 1,
+    bos: options.Bos = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each revision's files in the HF cache instead of evicting them after measuring (eviction keeps at most two snapshots on disk).")] = False,
     offline: options.Offline = False,
     executor: Annotated[str, typer.Option(help="local: measure here, one revision after another; slurm: submit one Slurm job array with one task per revision.")] = "local",
@@ -70,7 +71,7 @@ def sweep(
         raise UserError("Slurm options (--partition, --time, ...) need --executor slurm; add it or drop them")
     max_array = slurm.check_cluster(resources) if executor == "slurm" else 0
     settings = Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
-                        device=device, batch_size=batch_size, reduce_dtype=reduce_dtype)
+                        device=device, batch_size=batch_size, reduce_dtype=reduce_dtype, bos=bos)
     sources = [open_source(target, offline=offline or None) for target in expand_targets(targets)]
     plans = []
     for source in sources:

@@ -106,3 +106,16 @@ def test_cpu_and_device_reduction_paths_agree():
     np.testing.assert_array_equal(_reduce_numpy(a)[:, [0, 1, 2, 3, 5]], _reduce_torch(a)[:, [0, 1, 2, 3, 5]])
     assert _reduce_numpy(a)[0, 4] == _reduce_torch(a)[0, 4]
     assert _reduce_numpy(a)[1, 4] == 17 and _reduce_numpy(a)[1, 5] == 1
+
+
+def test_bos_probes_start_with_bos_and_change_the_probe_id():
+    from dynamics.probes import embedded_probes
+    from dynamics.tokenizer import train_bpe
+
+    tok = train_bpe(["the quick brown fox jumps over the lazy dog. " * 30], vocab_size=280)
+    plain, bos = embedded_probes(tok, 3, 16), embedded_probes(tok, 3, 16, bos=True)
+    assert bos.token_ids.shape == plain.token_ids.shape == (3, 16)
+    assert (bos.token_ids[:, 0] == tok.bos_token_id).all() and (plain.token_ids[:, 0] != tok.bos_token_id).all()
+    # The text after BOS is the same stream, cut into chunks one token shorter.
+    np.testing.assert_array_equal(bos.token_ids[0, 1:], plain.token_ids[0, :15])
+    assert bos.probe_id != plain.probe_id and bos.source.endswith("+bos")
