@@ -167,7 +167,11 @@ def _plot_layer(measurements, fits, series, path):
         ax.plot(curve_t, functions[row["hypothesis"]](curve_t, **params), style,
                 label=f"{row['hypothesis']}  R² = {row['r2']:.4f}" + ("" if row["success"] else " (failed)"))
         if row["hypothesis"] == "emergence" and np.isfinite(row["t_peak"]):
-            ax.axvline(row["t_peak"], color="grey", ls=":", label=f"peak at step {row['t_peak']:.0f}")
+            # A peak far beyond the data is an extrapolation; drawing it would squeeze the data into a corner.
+            if row["t_peak"] <= 10 * steps.max():
+                ax.axvline(row["t_peak"], color="grey", ls=":", label=f"peak at step {row['t_peak']:.0f}")
+            else:
+                ax.plot([], [], " ", label=f"peak extrapolated to step {row['t_peak']:.3g}")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("training step (log scale; step 0 at the left)")
     ax.set_ylabel(SERIES_LABELS[series])
