@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import fit, measure, predict, suite, sweep, train
+from dynamics.cli import figures, fit, import_paper, measure, predict, report, suite, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app.command("status")(sweep.status)
 app.command("fit")(fit.fit)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
+app.command("figures")(figures.figures)
+app.command("report")(report.report)
+app.command("import-paper")(import_paper.import_paper)
 app.add_typer(suite.app, name="suite")
 
 
