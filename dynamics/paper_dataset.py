@@ -29,7 +29,7 @@ PROBE_ID = "paper-redpajama-10x2048"
 DTYPE = "float16"
 ROWS = ("top1", "top2", "top3", "median")
 MODEL_DIR = re.compile(r"pythia_(?P<size>[0-9.]+[mb])")
-STATS_FILE = re.compile(r"exp2_pythia_(?P<size>[0-9.]+[mb])_step(?P<step>[0-9]+)")
+STATS_FILE = re.compile(r"exp2_pythia_(?P<size>[0-9.]+[mb])_step(?P<step>[0-9]+)(\.txt)?")
 
 
 @dataclass
@@ -97,8 +97,8 @@ def import_dataset(root: Path, store_root: Path) -> Imported:
         raise UserError(f"{root} is not a folder; pass the local copy of the released dataset (with pythia_*/stats/)")
     files, odd = stats_files(root)
     if not files:
-        raise UserError(f"no statistics files under {root}: expected pythia_{{size}}/stats/exp2_pythia_{{size}}_step{{N}}; "
-                        "download the dataset first (see the README)")
+        raise UserError(f"no statistics files under {root}: expected "
+                        "pythia_{size}/stats/exp2_pythia_{size}_step{N}; download the dataset first (see the README)")
     store_root = store.open_store(store_root)
     n_layers = dict(pl.read_csv(DATA_DIR / "architectures.csv").select("model", "n_layers").iter_rows())
     version = installed_version("massive-dynamics")

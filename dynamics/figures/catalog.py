@@ -24,7 +24,6 @@ from dynamics.figures.tables import (
 )
 from dynamics.figures.trajectories import fig1_overview, fig4_layer_trajectories
 from fitting.errors import UserError
-from predictors.trained import TrainedPredictor
 
 FORMATS = ("png", "pdf", "svg")
 # How a user supplies each optional input on the command line.
@@ -33,12 +32,15 @@ OPTIONS = {"fits": "--fits", "architectures": "--architectures", "predictor": "-
 
 @dataclass(frozen=True)
 class Inputs:
-    """The tables the figures are drawn from; `series` is the fitted series, n_estimators and seed serve Table 3."""
+    """The tables the figures are drawn from; `series` is the fitted series, n_estimators and seed serve Table 3.
+
+    `predictor` is a `predictors.trained.TrainedPredictor` (not imported here: predictors loads skops and torch).
+    """
 
     measurements: pl.DataFrame
     fits: pl.DataFrame | None = None
     architectures: pl.DataFrame | None = None
-    predictor: TrainedPredictor | None = None
+    predictor: object | None = None
     series: str = "ratio"
     n_estimators: int = 200
     seed: int = 0

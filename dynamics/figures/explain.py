@@ -8,12 +8,9 @@ import polars as pl
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
-from sklearn.inspection import partial_dependence, permutation_importance
 from threadpoolctl import threadpool_limits
 
 from dynamics.figures.style import PALETTE, SEQUENTIAL, new_figure, note_tiny_suite
-from predictors.dataset import table_hash, training_table
-from predictors.trained import TrainedPredictor
 
 TARGET_LABELS = {
     "A": "A, amplitude (series units)",
@@ -30,12 +27,12 @@ def shap_available() -> bool:
     return importlib.util.find_spec("shap") is not None
 
 
-def fig9_explain_K(trained: TrainedPredictor, fits: pl.DataFrame, architectures: pl.DataFrame):
+def fig9_explain_K(trained, fits: pl.DataFrame, architectures: pl.DataFrame):
     """Fig 9: what the predicted K depends on; with SHAP, a summary and the waterfall of one layer."""
     return explanation_figure(trained, fits, architectures, "K", "Fig 9", waterfall=True)
 
 
-def fig10_explain_lambda(trained: TrainedPredictor, fits: pl.DataFrame, architectures: pl.DataFrame):
+def fig10_explain_lambda(trained, fits: pl.DataFrame, architectures: pl.DataFrame):
     """Fig 10: what the predicted λ depends on; with SHAP, its summary."""
     return explanation_figure(trained, fits, architectures, "lam", "Fig 10", waterfall=False)
 
@@ -44,8 +41,12 @@ def explanation_figure(trained, fits, architectures, target, name, waterfall, us
     """SHAP summary (and waterfall) of one target, or permutation importance plus partial dependence without SHAP.
 
     The rows explained are the training table of `fits` and `architectures` for the predictor's series; the
-    title says when they differ from the rows the predictor was trained on (by data hash).
+    title says when they differ from the rows the predictor was trained on (by data hash). `trained` is a
+    `predictors.trained.TrainedPredictor`.
     """
+    # predictors loads skops (and with it torch): about 2 s that only the predictor-based items need.
+    from predictors.dataset import table_hash, training_table
+
     table = training_table(fits, architectures, trained.series)
     X = table.select(trained.feature_names).to_numpy()
     j = trained.targets.index(target)
@@ -70,6 +71,8 @@ def explanation_figure(trained, fits, architectures, target, name, waterfall, us
 
 def _sklearn_figure(regressor, X, y, names, target):
     """Permutation importance (R² drop) of every feature and partial dependence on the most important ones."""
+    from sklearn.inspection import partial_dependence, permutation_importance
+
     result = permutation_importance(regressor, X, y, n_repeats=10, random_state=0, scoring="r2")
     order = np.argsort(result.importances_mean)
     fig = new_figure(12, 4.6)

@@ -6,8 +6,16 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm, SymLogNorm
 
 from dynamics.figures.aggregates import endpoints, final_ratios, layer_means, ratio_peaks
-from dynamics.figures.style import SEQUENTIAL, depth_order, new_figure, note_tiny_suite, short, size_order, spread
-from dynamics.figures.style import style as model_style
+from dynamics.figures.style import (
+    SEQUENTIAL,
+    depth_order,
+    layer_axis,
+    new_figure,
+    note_tiny_suite,
+    short,
+    size_order,
+    spread,
+)
 from fitting.errors import UserError
 from fitting.table import SERIES_LABELS
 
@@ -65,10 +73,10 @@ def fig3_layer_profiles(measurements: pl.DataFrame, architectures: pl.DataFrame 
             ax.plot(rows["layer"].to_numpy(), rows["median"].to_numpy(), style, marker="D", color="#0072B2",
                     ms=3.5, label=f"median, step {step}")
         ax.set_yscale("log")
-        ax.set_xlabel("layer (0-based decoder block)")
+        layer_axis(ax)
         ax.set_title(short(model), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=3.5)
     axes[0].set_ylabel("mean over probe sequences of |h| (residual-stream units)", fontsize=8)
     fig.suptitle("Fig 3: per-layer activation magnitudes at the first (dashed) and last (solid) step")
     note_tiny_suite(fig, models)
@@ -88,7 +96,9 @@ def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame |
     axes = fig.subplots(1, 2, sharey=True)
     panels = (
         ("peak", LogNorm(*_positive_range(peaks["peak"])), SEQUENTIAL, f"largest {series} over training"),
-        ("peak_step", SymLogNorm(1.0, vmin=0, vmax=max(float(peaks["peak_step"].max()), 1.0)), "viridis",
+        ("peak_step", SymLogNorm(1.0, vmin=float(peaks["peak_step"].min()),
+                                 vmax=max(float(peaks["peak_step"].max()), float(peaks["peak_step"].min()) + 1.0)),
+         "viridis",
          "step of the largest value (training steps)"),
     )
     for ax, (column, norm, cmap, label) in zip(axes, panels):

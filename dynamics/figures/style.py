@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite
 
@@ -36,6 +37,12 @@ def step_axis(ax) -> None:
     ax.set_xlim(left=0)
     ax.set_xlabel(STEP_LABEL)
     ax.grid(True, which="major", alpha=0.3)
+
+
+def layer_axis(ax) -> None:
+    """An x axis of 0-based decoder-block indices, with integer ticks."""
+    ax.set_xlabel("layer (0-based decoder block)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def short(model: str) -> str:

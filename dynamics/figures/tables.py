@@ -7,10 +7,6 @@ import polars as pl
 from dynamics.figures.aggregates import emergence_fits
 from fitting.errors import UserError
 from fitting.table import hypothesis_summary, r2_summary
-from predictors.dataset import TARGETS, training_table
-from predictors.evaluate import leave_one_model_out, paper_protocol
-from predictors.features import FEATURES
-from predictors.regressors import KINDS, EmergencePredictor
 
 
 def table1_fit_quality(fits: pl.DataFrame, series: str = "ratio") -> pl.DataFrame:
@@ -18,10 +14,18 @@ def table1_fit_quality(fits: pl.DataFrame, series: str = "ratio") -> pl.DataFram
     return r2_summary(emergence_fits(fits, series))
 
 
-def table3_regressors(fits: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio", kinds=KINDS,
+def table3_regressors(fits: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio", kinds=None,
                       n_estimators: int = 200, seed: int = 0) -> pl.DataFrame:
-    """Table 3: R², MAE, RMSE per regressor kind and Eq. 9 parameter, under the paper's random 80/20 split and
-    under leave-one-model-out (column protocol); one row per (protocol, kind, target)."""
+    """Table 3: R², MAE, RMSE per regressor kind (default: all of `predictors.regressors.KINDS`) and Eq. 9
+    parameter, under the paper's random 80/20 split and under leave-one-model-out (column protocol); one row per
+    (protocol, kind, target)."""
+    # predictors loads skops (and with it torch): about 2 s that only this table and Figs 9-10 need.
+    from predictors.dataset import TARGETS, training_table
+    from predictors.evaluate import leave_one_model_out, paper_protocol
+    from predictors.features import FEATURES
+    from predictors.regressors import KINDS, EmergencePredictor
+
+    kinds = KINDS if kinds is None else kinds
     table = training_table(fits, architectures, series)
     X, Y = table.select(FEATURES).to_numpy(), table.select(TARGETS).to_numpy()
     estimator = EmergencePredictor(random_state=seed, n_estimators=n_estimators)

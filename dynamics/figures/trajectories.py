@@ -8,7 +8,15 @@ from matplotlib.colors import Normalize
 
 from dynamics.figures.aggregates import check_models, emergence_fits, endpoints, layer_means
 from dynamics.figures.fitplots import draw_fit, fit_row
-from dynamics.figures.style import PALETTE, SEQUENTIAL, depth_order, new_figure, note_tiny_suite, short, step_axis
+from dynamics.figures.style import (
+    PALETTE,
+    SEQUENTIAL,
+    depth_order,
+    layer_axis,
+    new_figure,
+    note_tiny_suite,
+    step_axis,
+)
 from fitting.table import SERIES_LABELS, series_table
 
 STAT_STYLES = {"top1": (PALETTE[4], "o"), "top2": (PALETTE[0], "s"), "top3": (PALETTE[5], "^"),
@@ -32,7 +40,7 @@ def fig1_overview(measurements: pl.DataFrame, fits: pl.DataFrame | None = None, 
             ax.plot(rows["layer"].to_numpy(), rows[stat].to_numpy(), marker=marker, color=color, lw=1.3, ms=4,
                     label=f"{stat} of |h|")
         ax.set_yscale("log")
-        ax.set_xlabel("layer (0-based decoder block)")
+        layer_axis(ax)
         ax.set_ylabel("mean over probe sequences of |h| (residual-stream units)", fontsize=8)
         step = rows["step"][0]
         label = "initialisation, step 0" if step == 0 else f"{when} measured step, {step}"
