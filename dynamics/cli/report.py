@@ -32,14 +32,14 @@ def report(
     from dynamics.cli.messages import warnings_as_messages
     from dynamics.figures.catalog import build_all
     from dynamics.figures.report import provenance, render
-    from dynamics.store import check_store, load
+    from dynamics.store import load
     from predictors.trained import package_version
 
     console = Console(soft_wrap=True)
     with warnings_as_messages():
         inputs, note, sources = load_inputs(console, store, out, fits, predictor, architectures, series, probe_id,
                                             n_estimators, jobs)
-        ledger = load(store, "ledger") if store.is_dir() and check_store(store) else None
+        ledger = load(store, "ledger") if store.is_dir() else None
         with console.status("drawing the figures and tables"):
             built = list(build_all(inputs))
     page = render(built, provenance(inputs.measurements, ledger), sources, package_version(), note is not None)

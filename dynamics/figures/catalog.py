@@ -100,7 +100,7 @@ ITEMS = (
          ("fits",), lambda i: fig7_fit_quality(i.fits, i.series)),
     Item("Fig 8", "fig8_peak_surface", "the peak step over (λ, γ)",
          "The step of the peak of Eq. 9 (Lambert W, paper Eqs. 10-13) over the decay rate λ and the time scaling "
-         "γ at the median fitted t0; light grey: no peak after step 0, dark grey: a peak after the last measured "
+         "γ at the median fitted t0; light grey: no peak after step 0, purple: a peak after the last measured "
          "step. Circles: the fitted layers, each with its own t0.",
          (), lambda i: fig8_peak_surface(i.fits, i.series, last_step=float(i.measurements["step"].max()))),
     Item("Fig 9", "fig9_explain_K", "what the predicted K depends on",

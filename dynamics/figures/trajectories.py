@@ -19,8 +19,8 @@ from dynamics.figures.style import (
 )
 from fitting.table import SERIES_LABELS, series_table
 
-STAT_STYLES = {"top1": (PALETTE[4], "o"), "top2": (PALETTE[0], "s"), "top3": (PALETTE[5], "^"),
-               "median": (PALETTE[3], "D")}
+STAT_STYLES = {"top1": ("top-1", PALETTE[4], "o"), "top2": ("top-2", PALETTE[0], "s"),
+               "top3": ("top-3", PALETTE[5], "^"), "median": ("median", PALETTE[3], "D")}
 
 
 def fig1_overview(measurements: pl.DataFrame, fits: pl.DataFrame | None = None, model: str | None = None,
@@ -36,9 +36,9 @@ def fig1_overview(measurements: pl.DataFrame, fits: pl.DataFrame | None = None, 
     axes[0, 1].sharey(axes[0, 0])
     for ax, when in zip(axes[0], ("first", "last")):
         rows = ends.filter(pl.col("when") == when).sort("layer")
-        for stat, (color, marker) in STAT_STYLES.items():
+        for stat, (label, color, marker) in STAT_STYLES.items():
             ax.plot(rows["layer"].to_numpy(), rows[stat].to_numpy(), marker=marker, color=color, lw=1.3, ms=4,
-                    label=f"{stat} of |h|")
+                    label=f"{label} of |h|")
         ax.set_yscale("log")
         layer_axis(ax)
         ax.set_ylabel("mean over probe sequences of |h| (residual-stream units)", fontsize=8)

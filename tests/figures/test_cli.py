@@ -126,3 +126,15 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, stored, capsys, monkeypatc
     assert status == 2
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("mdyn: error: ")
+
+
+def test_provenance_counts_revisions_sequences_and_ledger_statuses(synthetic):
+    from dynamics.figures.report import provenance
+
+    ledger = pl.DataFrame({"model": ["synthetic/four-layers"] * 3 + ["synthetic/three-layers"],
+                           "status": ["ok", "duplicate", "ok", "missing"]})
+    table = provenance(synthetic.measurements, ledger)
+    four = table.filter(pl.col("model") == "synthetic/four-layers").row(0, named=True)
+    assert (four["revisions"], four["probe sequences"], four["layers"]) == (37, 3, 4)
+    assert four["ledger"] == "duplicate 1, ok 2"
+    assert table.filter(pl.col("model") == "synthetic/three-layers")["ledger"].to_list() == ["missing 1"]
