@@ -11,6 +11,7 @@ from matplotlib.colors import Normalize
 from threadpoolctl import threadpool_limits
 
 from dynamics.figures.style import PALETTE, SEQUENTIAL, new_figure, note_tiny_suite
+from fitting.errors import UserError
 
 TARGET_LABELS = {
     "A": "A, amplitude (series units)",
@@ -20,6 +21,7 @@ TARGET_LABELS = {
     "K": "K, baseline (series units)",
 }
 N_PARTIAL = 2  # partial-dependence panels: the most important features
+MIN_ROWS = 5  # fewer rows explain nothing: one shuffle moves a large share of them
 
 
 def shap_available() -> bool:
@@ -48,6 +50,9 @@ def explanation_figure(trained, fits, architectures, target, name, waterfall, us
     from predictors.dataset import table_hash, training_table
 
     table = training_table(fits, architectures, trained.series)
+    if table.height < MIN_ROWS:
+        raise UserError(f"the fits give {table.height} layers to explain the predictor on, fewer than {MIN_ROWS}: "
+                        "fit more models")
     X = table.select(trained.feature_names).to_numpy()
     j = trained.targets.index(target)
     regressor = trained.estimator.estimators_[j]
