@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from dynamics.cli import demo, fit, measure, predict, suite, sweep, train
+from dynamics.cli import demo, figures, fit, import_paper, measure, predict, report, suite, sweep, train
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -27,6 +27,9 @@ app.command("sweep-task", hidden=True)(sweep.sweep_task)
 app.command("fit")(fit.fit)
 app.command("train")(train.train)
 app.command("predict")(predict.predict)
+app.command("figures")(figures.figures)
+app.command("report")(report.report)
+app.command("import-paper")(import_paper.import_paper)
 app.add_typer(suite.app, name="suite")
 app.command("demo")(demo.demo)
 

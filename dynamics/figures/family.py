@@ -1,0 +1,129 @@
+"""Figures across the models of a family: final ratio vs size (Fig 2), layer profiles (Fig 3), peak heatmaps (Fig 5)."""
+
+import numpy as np
+import polars as pl
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm, SymLogNorm
+
+from dynamics.figures.aggregates import endpoints, final_ratios, layer_means, ratio_peaks
+from dynamics.figures.style import (
+    SEQUENTIAL,
+    depth_order,
+    layer_axis,
+    new_figure,
+    note_tiny_suite,
+    short,
+    size_order,
+    spread,
+)
+from fitting.errors import UserError
+from fitting.table import SERIES_LABELS
+
+
+def fig2_ratio_vs_size(measurements: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio"):
+    """Fig 2: the series at each model's last step (largest and mean over layers) against parameter count."""
+    finals = final_ratios(measurements, series)
+    missing = [c for c in ("model", "n_params") if c not in architectures.columns]
+    if missing:
+        raise UserError(f"the architectures table lacks column(s) {', '.join(missing)}; Fig 2 needs n_params")
+    table = finals.join(architectures.select("model", "n_params"), on="model", how="left")
+    unknown = table.filter(pl.col("n_params").is_null())["model"].to_list()
+    if unknown:
+        raise UserError(f"the architectures table has no n_params for {', '.join(unknown)}; "
+                        "pass --architectures with a row per model")
+    table = table.sort("n_params")
+    fig = new_figure(7.5, 5)
+    ax = fig.add_subplot()
+    n_params = table["n_params"].to_numpy().astype(float)
+    ax.plot(n_params, table["max_over_layers"].to_numpy(), "o-", color="#D55E00", lw=1.2, label="largest layer")
+    ax.plot(n_params, table["mean_over_layers"].to_numpy(), "s--", color="#0072B2", lw=1.2, label="mean over layers")
+    for row in table.iter_rows(named=True):
+        ax.annotate(short(row["model"]), (row["n_params"], row["max_over_layers"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (count, log scale)")
+    ax.set_ylabel(f"{SERIES_LABELS[series]} at the last step", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Fig 2: final {series} against model size ({table.height} models)", fontsize=10)
+    note_tiny_suite(fig, table["model"].to_list())
+    return fig
+
+
+def fig3_layer_profiles(measurements: pl.DataFrame, architectures: pl.DataFrame | None = None, models=None):
+    """Fig 3: per-layer top-1 and median of |h| at the first and last step, for up to three models.
+
+    Default models: the smallest, a middle and the largest by parameter count (by depth without architectures).
+    """
+    means = layer_means(measurements)
+    models = list(models) if models is not None else spread(size_order(depth_order(means), architectures), 3)
+    ends = endpoints(means.filter(pl.col("model").is_in(models)))
+    if ends.is_empty():
+        raise UserError(f"the measurements table has no rows for {', '.join(models)}")
+    fig = new_figure(4.2 * len(models) + 0.5, 4.6)
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        part = ends.filter(pl.col("model") == model)
+        for when, style in (("first", "--"), ("last", "-")):
+            rows = part.filter(pl.col("when") == when).sort("layer")
+            step = rows["step"][0]
+            ax.plot(rows["layer"].to_numpy(), rows["top1"].to_numpy(), style, marker="o", color="#D55E00", ms=4,
+                    label=f"top-1, step {step}")
+            ax.plot(rows["layer"].to_numpy(), rows["median"].to_numpy(), style, marker="D", color="#0072B2",
+                    ms=3.5, label=f"median, step {step}")
+        ax.set_yscale("log")
+        layer_axis(ax)
+        ax.set_title(short(model), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, handlelength=3.5)
+    axes[0].set_ylabel("mean over probe sequences of |h| (residual-stream units)", fontsize=8)
+    fig.suptitle("Fig 3: per-layer activation magnitudes at the first (dashed) and last (solid) step")
+    note_tiny_suite(fig, models)
+    return fig
+
+
+def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame | None = None,
+                       series: str = "ratio"):
+    """Fig 5: over relative depth x model, the largest value of the series over training and the step it occurs.
+
+    Each model's row is split into its own layers at relative depths layer/L ... (layer+1)/L; rows are ordered by
+    parameter count when the architectures table gives it, else by depth.
+    """
+    peaks = ratio_peaks(measurements, series)
+    models = size_order(depth_order(peaks), architectures)
+    fig = new_figure(12, 0.45 * len(models) + 2.6)
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (
+        ("peak", LogNorm(*_positive_range(peaks["peak"])), SEQUENTIAL, f"largest {series} over training"),
+        ("peak_step", SymLogNorm(1.0, vmin=float(peaks["peak_step"].min()),
+                                 vmax=max(float(peaks["peak_step"].max()), float(peaks["peak_step"].min()) + 1.0)),
+         "viridis",
+         "step of the largest value (training steps)"),
+    )
+    for ax, (column, norm, cmap, label) in zip(axes, panels):
+        for i, model in enumerate(models):
+            part = peaks.filter(pl.col("model") == model).sort("layer")
+            n_layers = part["n_layers"][0]
+            edges = np.arange(n_layers + 1) / n_layers
+            values = np.full(n_layers, np.nan)
+            values[part["layer"].to_numpy()] = part[column].to_numpy()
+            mesh = ax.pcolormesh(edges, [i, i + 1], values[None, :], norm=norm, cmap=colormaps[cmap],
+                                 edgecolors="white", linewidth=0.5)
+        fig.colorbar(mesh, ax=ax, orientation="horizontal", pad=0.02, aspect=40).set_label(label, fontsize=8)
+        ax.set_xlabel("relative depth: layer l of L spans l/L to (l + 1)/L")
+        ax.set_xlim(0, 1)
+        ax.set_title(label, fontsize=10)
+    axes[0].set_yticks(np.arange(len(models)) + 0.5, [short(m) for m in models], fontsize=8)
+    axes[0].set_ylim(0, len(models))
+    fig.suptitle(f"Fig 5: where and when the {series} peaks, per layer and model")
+    note_tiny_suite(fig, models)
+    return fig
+
+
+def _positive_range(values: pl.Series) -> tuple[float, float]:
+    positive = values.filter(values > 0)
+    if positive.is_empty():
+        return 1e-3, 1.0
+    low, high = float(positive.min()), float(positive.max())
+    return low, max(high, low * 1.01)

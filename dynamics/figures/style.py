@@ -1,0 +1,85 @@
+"""Shared look of the figures: a colour-blind-safe palette, the step axis, model order and the tiny-suite note.
+
+Figures are plain `matplotlib.figure.Figure` objects, never registered with pyplot, so that building them
+needs no GUI backend and leaves nothing open to close.
+"""
+
+import textwrap
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite
+
+# Okabe & Ito (2008), without its yellow, which is too pale for lines on white.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+SEQUENTIAL = "cividis"
+DPI = 150
+STEP_LABEL = "training step (log scale; step 0 at the left)"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of `width` x `height` inches with constrained layout."""
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def style(i: int) -> dict:
+    """Colour and marker of the i-th model of a figure: the palette, then again with other markers."""
+    return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[(i // len(PALETTE) + i) % len(MARKERS)]}
+
+
+def step_axis(ax) -> None:
+    """Symlog step axis: logarithmic above step 1 and linear below it, so that step 0 is shown."""
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(STEP_LABEL)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def layer_axis(ax) -> None:
+    """An x axis of 0-based decoder-block indices, with integer ticks."""
+    ax.set_xlabel("layer (0-based decoder block)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def short(model: str) -> str:
+    """The model's name without its organisation."""
+    return model.rsplit("/", 1)[-1]
+
+
+def depth_order(table: pl.DataFrame) -> list[str]:
+    """The models of a table ordered by number of layers, then name (a stand-in for size)."""
+    layers = table.group_by("model").agg(pl.col("layer").max()).sort("layer", "model")
+    return layers["model"].to_list()
+
+
+def size_order(models, architectures: pl.DataFrame | None) -> list[str]:
+    """`models` ordered by parameter count when the architectures table has it for all of them, else as given."""
+    if architectures is None or "n_params" not in architectures.columns:
+        return list(models)
+    counts = dict(architectures.select("model", "n_params").iter_rows())
+    if any(counts.get(m) is None for m in models):
+        return list(models)
+    return sorted(models, key=lambda m: (counts[m], m))
+
+
+def spread(items: list, n: int) -> list:
+    """Up to n items evenly spread over the list, keeping its first and last."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))]
+
+
+def note_tiny_suite(fig: Figure, models) -> None:
+    """Add the §8 caveat under the figure when any of `models` comes from the tiny suite."""
+    if not any(is_tiny_suite(m) for m in models):
+        return
+    width = fig.get_figwidth()
+    text = textwrap.fill(TINY_SUITE_CAVEAT, width=int(width * 15))
+    lines = text.count("\n") + 1
+    share = min(0.25, 0.16 * lines / fig.get_figheight())
+    fig.get_layout_engine().set(rect=(0, share, 1, 1 - share))
+    fig.text(0.01, 0.01, text, fontsize=7.5, color="0.3", va="bottom", ha="left")
