@@ -45,7 +45,7 @@ def demo(
     from rich.table import Table
 
     from dynamics import store
-    from dynamics.cli import fit, predict, suite, sweep, train
+    from dynamics.cli import figures, fit, predict, report, suite, sweep, train
     from dynamics.corpus import DATA_DIR
 
     console = Console()
@@ -67,12 +67,12 @@ def demo(
     with stage("2. sweep"):
         for model in demo_models:
             sweep.sweep(targets=[model], store_dir=out / "store", probe="embedded", n_seq=10, batch_size=10, bos=True, device=device,
-                        keep_checkpoints=True, offline=True)
+                        keep_checkpoints=True, offline=True, cache_dir=cache)
     with stage("3. fit"):
         measurements = pl.concat([store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")],
                                  how="diagonal_relaxed")
         measurements.write_parquet(out / "measurements.parquet")
-        fit.fit(store=out / "measurements.parquet", out=out / "fits.parquet")
+        fit.fit(store=out / "measurements.parquet", out=out / "fits.parquet", hypotheses="all")
     with stage("4. train a predictor"):
         architectures = pl.concat([pl.read_csv(shipped / "architectures.csv"), pl.read_csv(out / "suite" / "architectures.csv")])
         architectures.write_csv(out / "architectures.csv")
@@ -80,6 +80,11 @@ def demo(
                     protocol="lomo", compare=False)
     with stage("5. predict a planned architecture"):
         predict.predict(predictor=out / "predictor.skops", out=out / "prediction", steps=3000, **PLANNED)
+    inputs = {"store": out / "measurements.parquet", "fits": out / "fits.parquet",
+              "predictor": out / "predictor.skops", "architectures": out / "architectures.csv"}
+    with stage("6. figures and report"):
+        figures.figures(out=out / "figures", **inputs)
+        report.report(out=out, **inputs)
 
     table = Table(title=f"demo finished: everything is in {out.resolve()}")
     table.add_column("stage")
@@ -88,3 +93,4 @@ def demo(
         table.add_row(name, f"{seconds:.1f}")
     table.add_row("total", f"{sum(s for _, s in timings):.1f}")
     console.print(table)
+    console.print(f"open the report: {(out / 'report.html').resolve()}")

@@ -23,6 +23,7 @@ def measure(
     batch_size: options.BatchSize = 1,
     bos: options.Bos = False,
     offline: options.Offline = False,
+    cache_dir: options.CacheDir = None,
 ) -> None:
     """Measure the peak activations of every layer of one checkpoint on a probe set.
 
@@ -49,7 +50,7 @@ def measure(
     if folder.is_dir():
         model_id, revision, fingerprint = local_checkpoint(folder)
     else:
-        source = open_source(model, offline=offline or None)
+        source = open_source(model, offline=offline or None, cache_dir=cache_dir)
         model_id, folder, fingerprint = source.model, source.fetch(revision), source.fingerprint(revision)
         online = not source.offline
     check_weights(folder)

@@ -39,3 +39,7 @@ Bos = Annotated[
     typer.Option(help="Start every probe sequence with the tokenizer's BOS token, for models trained that way (the "
                  "tiny suite). Off by default, as the paper's protocol tokenizes without special tokens."),
 ]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="Hugging Face hub cache to download into and read from. Default: $HF_HUB_CACHE (~/.cache/huggingface/hub)."),
+]

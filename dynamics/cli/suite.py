@@ -120,7 +120,7 @@ def ship(
     sweep_store = cache.parent / f"{manifest['suite']}-store"
     for model in manifest["models"]:
         sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device,
-              keep_checkpoints=True, offline=True)
+              keep_checkpoints=True, offline=True, cache_dir=cache)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")
     store.load(sweep_store, "ledger").write_parquet(out / "ledger.parquet")

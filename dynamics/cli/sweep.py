@@ -28,6 +28,7 @@ def sweep(
     bos: options.Bos = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each revision's files in the HF cache instead of evicting them after measuring (eviction keeps at most two snapshots on disk).")] = False,
     offline: options.Offline = False,
+    cache_dir: options.CacheDir = None,
     executor: Annotated[str, typer.Option(help="local: measure here, one revision after another; slurm: submit one Slurm job array with one task per revision.")] = "local",
     partition: Annotated[str | None, typer.Option(help="Slurm partition (default: the cluster's default).", rich_help_panel=SLURM)] = None,
     gpus_per_task: Annotated[int | None, typer.Option(min=0, help="GPUs per task.", rich_help_panel=SLURM)] = None,
@@ -72,7 +73,7 @@ def sweep(
     max_array = slurm.check_cluster(resources) if executor == "slurm" else 0
     settings = Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
                         device=device, batch_size=batch_size, reduce_dtype=reduce_dtype, bos=bos)
-    sources = [open_source(target, offline=offline or None) for target in expand_targets(targets)]
+    sources = [open_source(target, offline=offline or None, cache_dir=cache_dir) for target in expand_targets(targets)]
     plans = []
     for source in sources:
         the_plan = plan(source, store_dir, steps, settings)
