@@ -53,7 +53,7 @@ def paper_protocol(X, Y, kinds=KINDS, estimator=None, random_state=0, test_size=
             rows.append({
                 "protocol": "paper", "kind": kind, "target": target,
                 **_metrics(Y[test, j], predicted[:, j]),
-                "cv_r2_mean": cv_r2[:, j].mean(), "cv_r2_std": cv_r2[:, j].std(),
+                "cv_r2_mean": np.nanmean(cv_r2[:, j]), "cv_r2_std": np.nanstd(cv_r2[:, j]),
                 "n_train": len(train), "n_test": len(test),
             })
     return pl.DataFrame(rows, schema=SCHEMA)
@@ -86,9 +86,10 @@ def leave_one_model_out(X, Y, groups, kinds=KINDS, estimator=None) -> pl.DataFra
 
 
 def _cv_r2(model, X, Y, folds) -> np.ndarray:
-    """R² per fold and target, shape (n_folds, n_targets)."""
+    """R² per fold and target, shape (n_folds, n_targets); NaN for a fold of one test row, where R² is undefined."""
     return np.array([
         r2_score(Y[test], clone(model).fit(X[train], Y[train]).predict(X[test]), multioutput="raw_values")
+        if len(test) > 1 else np.full(Y.shape[1], np.nan)
         for train, test in folds
     ])
 
