@@ -16,7 +16,7 @@ def train(
     architectures: Annotated[
         Path | None,
         typer.Option(help="CSV or parquet with model, n_layers, d_model, n_heads, d_ff for every fitted model "
-                     "[default: the shipped data/architectures.csv, the nine Pythia models]."),
+                     "[default: the shipped tables: the nine Pythia models and the tiny suite]."),
     ] = None,
     kind: Annotated[
         str, typer.Option(help="Regressor to save: ridge, lasso, random_forest, gradient_boosting or xgboost.")
@@ -39,7 +39,7 @@ def train(
     """
     from rich.console import Console
 
-    from dynamics.corpus import DATA_DIR
+    from dynamics.embedded import shipped_architectures
     from dynamics.cli.messages import warnings_as_messages
     from predictors.dataset import TARGETS, read_table, training_table
     from predictors.evaluate import leave_one_model_out, paper_protocol
@@ -57,7 +57,7 @@ def train(
     with warnings_as_messages():
         table = training_table(
             read_table(fits, "fits"),
-            read_table(architectures or DATA_DIR / "architectures.csv", "architectures"),
+            read_table(architectures, "architectures") if architectures else shipped_architectures(),
             series,
         )
         models = table["model"].unique().to_list()
