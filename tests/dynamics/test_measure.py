@@ -100,12 +100,15 @@ def test_cpu_and_device_reduction_paths_agree():
     """The numpy path serves the CPU; the torch path serves CUDA. Both must give the same statistics."""
     from dynamics.measure import _reduce_numpy, _reduce_torch
 
-    a = torch.randn(3, 4001, dtype=torch.float64).abs()
+    a = torch.randn(4, 4000, dtype=torch.float64).abs()
     a[1, 17] = float("inf")
     a[2, :5] = 7.0  # ties at the top
-    np.testing.assert_array_equal(_reduce_numpy(a)[:, [0, 1, 2, 3, 5]], _reduce_torch(a)[:, [0, 1, 2, 3, 5]])
-    assert _reduce_numpy(a)[0, 4] == _reduce_torch(a)[0, 4]
-    assert _reduce_numpy(a)[1, 4] == 17 and _reduce_numpy(a)[1, 5] == 1
+    a[3, 2001] = float("nan")
+    numpy_path, torch_path = _reduce_numpy(a, 40), _reduce_torch(a, 40)
+    np.testing.assert_array_equal(numpy_path[:3, [0, 1, 2, 3, 6]], torch_path[:3, [0, 1, 2, 3, 6]])
+    np.testing.assert_array_equal(numpy_path[[0, 1], 4:6], torch_path[[0, 1], 4:6])
+    assert numpy_path[1, 4:].tolist() == [0, 17, 1]  # position 0, dimension 17, one non-finite entry
+    assert numpy_path[3, 6] == 1 and torch_path[3, 6] == 1
 
 
 def test_bos_probes_start_with_bos_and_change_the_probe_id():
