@@ -20,7 +20,9 @@ from dynamics.sweep import Settings, plan, run  # noqa: E402
 from tests.fixtures.copying import CopyingSource  # noqa: E402
 from tests.fixtures.tinyrepo import build_tinyrepo  # noqa: E402
 
-SETTINGS = Settings(probe="embedded", n_seq=8, seq_len=128)
+# About 0.1 s of measuring per revision: real checkpoints take seconds, and the per-revision costs that cannot
+# overlap (two fsynced shard writes under the store lock, ~5 ms) would dominate a revision of a few ms.
+SETTINGS = Settings(probe="embedded", n_seq=64, seq_len=128, batch_size=1)
 
 
 def sweep(tiny, workdir: Path, delay_s: float, prefetch: bool):
