@@ -143,6 +143,19 @@ def load(root: Path, table: str = "measurements") -> pl.DataFrame:
     return pl.scan_parquet(files).collect()
 
 
+def measured_revisions(root: Path, model: str, probe_id: str) -> pl.DataFrame:
+    """(revision, step, weights_sha256) of what the store holds for one model and probe, in step order.
+
+    Reads only those columns of the model's own shards, so planning stays cheap in a large store.
+    """
+    files = sorted((Path(root) / "measurements" / model_dir(model)).glob("*.parquet"))
+    columns = {"revision": pl.String, "step": pl.Int64, "weights_sha256": pl.String}
+    if not files:
+        return pl.DataFrame(schema=columns)
+    return (pl.scan_parquet(files).filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
+            .select(*columns).unique().sort("step").collect())
+
+
 def measured(root: Path) -> set[tuple[str, str, str]]:
     """The (model, revision, probe_id) keys that already have a measurement shard."""
     files = sorted((Path(root) / "measurements").glob("*/*.parquet"))

@@ -60,9 +60,11 @@ def plan(source: CheckpointSource, root: Path, selection: str, settings: Setting
         raise UserError(f"{source.model} has no revisions; check the repo id or folder")
     chosen = select(revisions, selection, scheme)
     probe = _probe(source, next(reversed(chosen)), settings)
-    done = {rev for model, rev, pid in store.measured(root) if model == source.model and pid == probe.probe_id}
+    held = store.measured_revisions(root, source.model, probe.probe_id)
+    done = set(held["revision"])
     result = Plan(model=source.model, probe=probe, to_measure={}, already=sum(rev in done for rev in chosen))
-    known = _measured_hashes(root, source.model, probe.probe_id)
+    # weights sha256 -> the lowest-step revision already measured with them
+    known = {sha: rev for rev, _, sha in reversed(held.rows())}
     recorded = _recorded(root, source.model, probe.probe_id)
     for rev, step in chosen.items():
         if rev in done:
@@ -182,13 +184,6 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
     online = isinstance(source, HubSource) and not source.offline
     return make_probes(settings.probe, list(settings.probe_text), load_tokenizer(folder), settings.n_seq, seq_len,
                        hub_model=online, bos=settings.bos)
-
-
-def _measured_hashes(root: Path, model: str, probe_id: str) -> dict[str, str]:
-    """weights sha256 -> revision for what the store already measured for this model and probe."""
-    table = store.load(root).filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
-    pairs = table.select("weights_sha256", "revision", "step").unique().sort("step")
-    return {sha: rev for sha, rev, _ in reversed(pairs.rows())}
 
 
 def _recorded(root: Path, model: str, probe_id: str) -> set[str]:
