@@ -197,7 +197,7 @@ def run_task(tasks_file: Path, index: int) -> dict | None:
         raise UserError(f"{tasks_file} has tasks 0-{len(table['tasks']) - 1}, not {index}; check --index")
     task = table["tasks"][index]
     root = Path(table["store"])
-    if (task["model"], task["revision"], task["probe_id"]) in store.measured(root):
+    if store.shard_path(root, "measurements", task["model"], task["revision"], task["probe_id"]).is_file():
         return None
     settings = Settings(**{**table["settings"], "probe_text": tuple(map(Path, table["settings"]["probe_text"]))})
     source = open_source(task["target"], offline=task.get("offline"), cache_dir=task.get("cache_dir"))

@@ -120,6 +120,11 @@ def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
     return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENTS)
 
 
+def shard_path(root: Path, table: str, model: str, revision: str, probe_id: str) -> Path:
+    """Where the shard of one (model, revision, probe) of `table` lives."""
+    return Path(root) / table / model_dir(model) / shard_name(revision, probe_id)
+
+
 def write_shard(root: Path, table: str, df: pl.DataFrame) -> Path:
     """Atomically write the rows of one (model, revision, probe) into `table` ('measurements' or 'ledger')."""
     schema = MEASUREMENTS if table == "measurements" else LEDGER
@@ -128,7 +133,7 @@ def write_shard(root: Path, table: str, df: pl.DataFrame) -> Path:
     if keys.height != 1:
         raise ValueError(f"a shard holds one (model, revision, probe); got {keys.height}")
     model, revision, probe_id = keys.row(0)
-    path = Path(root) / table / model_dir(model) / shard_name(revision, probe_id)
+    path = shard_path(root, table, model, revision, probe_id)
     meta = {"mdyn_schema_version": str(SCHEMA_VERSION), "mdyn_table": table}
     write_atomic(path, lambda f: df.write_parquet(f, metadata=meta))
     return path
