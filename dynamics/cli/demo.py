@@ -45,7 +45,7 @@ def demo(
     from rich.table import Table
 
     from dynamics import store
-    from dynamics.cli import figures, fit, predict, report, suite, sweep, train
+    from dynamics.cli import fit, predict, report, suite, sweep, train
     from dynamics.corpus import DATA_DIR
 
     console = Console()
@@ -83,8 +83,7 @@ def demo(
     inputs = {"store": out / "measurements.parquet", "fits": out / "fits.parquet",
               "predictor": out / "predictor.skops", "architectures": out / "architectures.csv"}
     with stage("6. figures and report"):
-        figures.figures(out=out / "figures", **inputs)
-        report.report(out=out, **inputs)
+        report.report(out=out, figures_dir=out / "figures", **inputs)
 
     table = Table(title=f"demo finished: everything is in {out.resolve()}")
     table.add_column("stage")

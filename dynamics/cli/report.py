@@ -19,6 +19,9 @@ def report(
     probe_id: ProbeId = None,
     n_estimators: NEstimators = 200,
     jobs: Jobs = None,
+    figures_dir: Annotated[
+        Path | None, typer.Option(help="Also write every figure (PNG) and table (CSV, Markdown) here, as `mdyn figures` does.")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML page of the figures and tables, with captions and provenance.
 
@@ -30,7 +33,7 @@ def report(
 
     from dynamics.cli.figures import load_inputs
     from dynamics.cli.messages import warnings_as_messages
-    from dynamics.figures.catalog import build_all
+    from dynamics.figures.catalog import build_all, save
     from dynamics.figures.report import provenance, render
     from dynamics.store import load
     from predictors.trained import package_version
@@ -52,4 +55,6 @@ def report(
     for b in built:
         if b.skipped:
             console.print(f"skipped {b.item.name}: {b.skipped}", markup=False)
+        elif figures_dir is not None:
+            save(b, figures_dir, "png", note)
     console.print(f"wrote {path}", markup=False)

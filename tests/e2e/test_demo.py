@@ -18,4 +18,6 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     prediction = pl.read_parquet(out / "prediction" / "prediction.parquet")
     assert prediction.height == 5 and {"A_lo", "K_hi", "t_peak"} <= set(prediction.columns)
     assert (out / "predictor.skops").is_file()
+    assert (out / "report.html").is_file() and (out / "figures" / "fig1_overview.png").is_file()
+    assert (out / "figures" / "table1_fit_quality.md").is_file()
     assert "demo finished" in cap.out and "total" in cap.out
