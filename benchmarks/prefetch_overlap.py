@@ -30,7 +30,7 @@ def sweep(tiny, workdir: Path, delay_s: float, prefetch: bool):
     root = workdir / "store"
     the_plan = plan(source, root, "every:1", SETTINGS)
     start = time.perf_counter()
-    ledger = run(source, root, the_plan, SETTINGS, keep_checkpoints=False, prefetch=prefetch, progress=False)
+    ledger = run(source, root, the_plan, SETTINGS, keep_checkpoints=False, prefetch=prefetch)
     wall = time.perf_counter() - start
     ok = ledger.filter(ledger["status"] == "ok")
     return wall, ok.height, ok["seconds_fetch"].mean(), ok["seconds_measure"].mean()

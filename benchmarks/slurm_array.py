@@ -34,7 +34,7 @@ TIMEOUT_S = 300
 def local(tiny, root: Path) -> float:
     source = HubSource(tiny.repo_id, offline=True, cache_dir=tiny.cache_dir)
     start = time.perf_counter()
-    run(source, root, plan(source, root, SELECTION, SETTINGS), SETTINGS, keep_checkpoints=True, progress=False)
+    run(source, root, plan(source, root, SELECTION, SETTINGS), SETTINGS)
     return time.perf_counter() - start
 
 
@@ -43,7 +43,7 @@ def array(tiny, root: Path) -> tuple[float, int]:
     start = time.perf_counter()
     resources = slurm.Resources(array_parallelism=2)
     the_plan = plan(source, root, SELECTION, SETTINGS)
-    _, _, n_tasks = slurm.submit(root, [(source, the_plan)], SETTINGS, resources, keep_checkpoints=True,
+    _, _, n_tasks = slurm.submit(root, [(source, the_plan)], SETTINGS, resources,
                                  max_array_size=slurm.check_cluster(resources))
     while slurm.progress(root)["state"].is_in(["pending", "running"]).any():
         if time.perf_counter() - start > TIMEOUT_S:

@@ -1,15 +1,21 @@
-"""Write a local Hugging Face cache that serves any number of revisions offline.
+"""Write a local Hugging Face cache that serves any number of revisions offline, and prune one safely.
 
 The layout is the one huggingface_hub reads (`models--ORG--NAME/{blobs,refs/REV,snapshots/COMMIT}`), so
 `from_pretrained(repo, revision="step1000")` with `HF_HUB_OFFLINE=1` takes exactly the code path it takes
 online. Weight files are stored under their sha256, as the hub names LFS blobs; other files under their git
 blob id.
+
+Pruning deletes only what a caller names and no process is reading (`BlobLeases`), so a sweep removes what it
+downloaded itself and nothing a user or another process put there.
 """
 
+import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from dynamics.files import write_atomic
@@ -71,3 +77,100 @@ def publish_pretrained(cache_dir: Path, repo_id: str, revision: str, *objects) -
             obj.save_pretrained(tmp)
         return publish_folder(cache_dir, repo_id, revision, Path(tmp))
 
+
+
+def snapshot_links(snapshot: Path) -> dict[Path, str]:
+    """Every file of a cached snapshot (a link into blobs/) -> the name of the blob it points to."""
+    snapshot = Path(snapshot)
+    if not snapshot.is_dir():
+        return {}
+    return {path: Path(os.readlink(path)).name for path in snapshot.rglob("*") if path.is_symlink()}
+
+
+def repo_blobs(cache_dir: Path, repo_id: str, repo_type: str = "model") -> set[str]:
+    """Names of the blobs a cached repo holds."""
+    blobs = repo_folder(cache_dir, repo_id, repo_type) / "blobs"
+    return {p.name for p in blobs.iterdir()} if blobs.is_dir() else set()
+
+
+class BlobLeases:
+    """Shared locks on the snapshots and blobs this process is reading, visible to every process on the cache.
+
+    A reader holds a shared flock on `.locks/<repo>/<key>.mdyn-inuse` for its revision's snapshot and for each of
+    its blobs, taken before the download starts. A process may unlink a snapshot's files only while it holds the
+    snapshot's exclusive lock, and delete a blob only while it holds the blob's, which it cannot get while anyone
+    reads them. The kernel drops the locks of a process that dies, so a killed sweep never leaves anything
+    pinned. (filelock has no shared flock; its SQLite ReadWriteLock would hold one transaction per blob.)
+    """
+
+    def __init__(self, cache_dir: Path, repo_id: str, repo_type: str = "model"):
+        self.folder = Path(cache_dir) / ".locks" / repo_folder(cache_dir, repo_id, repo_type).name
+        self._held: dict[str, list[int]] = {}  # revision -> open descriptors holding a shared lock
+
+    @staticmethod
+    def snapshot_key(commit: str) -> str:
+        return f"snapshot-{commit}"
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.mdyn-inuse"
+
+    def hold(self, revision: str, keys: Iterable[str]) -> None:
+        """Take a shared lock on each key (a blob name or a `snapshot_key`) for `revision`, waiting while another
+        process deletes one."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._held.setdefault(revision, []).append(fd)
+
+    def release(self, revision: str) -> None:
+        """Drop the locks `hold` took for `revision`."""
+        for fd in self._held.pop(revision, []):
+            os.close(fd)  # closing the descriptor releases its lock
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[bool]:
+        """Yield True while holding the key's exclusive lock, or False (at once) when anyone holds it shared."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+
+def prune_snapshot(cache_dir: Path, repo_id: str, commit: str, links: set[Path], blobs: set[str], refs: set[str],
+                   leases: BlobLeases) -> None:
+    """Delete from a cached repo only what the caller names: `links` of snapshot `commit`, the `blobs` no remaining
+    link uses and no process reads, and the `refs` once the snapshot is empty.
+
+    Nothing happens while another process reads the snapshot; a blob another reader (of another revision) holds
+    stays, for the last of them to delete.
+    """
+    root = repo_folder(cache_dir, repo_id)
+    snapshot = root / "snapshots" / commit
+    with leases.exclusive(BlobLeases.snapshot_key(commit)) as free:
+        if not free:
+            return
+        own = snapshot_links(snapshot)
+        for link in links & set(own):
+            link.unlink()
+            del own[link]
+        elsewhere = {blob for other in (root / "snapshots").iterdir() if other != snapshot
+                     for blob in snapshot_links(other).values()}
+        for blob in sorted(blobs - elsewhere - set(own.values())):
+            with leases.exclusive(blob) as unread:
+                if unread:
+                    (root / "blobs" / blob).unlink(missing_ok=True)
+        if own or not snapshot.is_dir():
+            return
+        shutil.rmtree(snapshot)
+        for ref in refs:
+            ref_file = root / "refs" / ref
+            if ref_file.is_file() and ref_file.read_text().strip() == commit:
+                ref_file.unlink()

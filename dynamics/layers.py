@@ -22,16 +22,23 @@ DECODER_BLOCKS: dict[str, str] = {
 }
 
 
-def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of `model` (a `*ForCausalLM` or its base model), in depth order."""
-    model_type = getattr(model.config, "model_type", None)
-    attr = DECODER_BLOCKS.get(model_type)
-    blocks = getattr(model.base_model, attr, None) if attr else None
-    if not isinstance(blocks, torch.nn.ModuleList):
+def check_model_type(config) -> str:
+    """The config's model type when measurement supports it; UserError naming the supported ones otherwise."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in DECODER_BLOCKS:
         raise UserError(
             f"unsupported architecture {model_type!r}: supported model types are {', '.join(sorted(DECODER_BLOCKS))}; "
             "add its decoder-block attribute to DECODER_BLOCKS in dynamics/layers.py"
         )
+    return model_type
+
+
+def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of `model` (a `*ForCausalLM` or its base model), in depth order."""
+    blocks = getattr(model.base_model, DECODER_BLOCKS[check_model_type(model.config)], None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise UserError(f"{type(model).__name__} has no decoder-block list where DECODER_BLOCKS in "
+                        "dynamics/layers.py says; fix its entry there")
     return blocks
 
 

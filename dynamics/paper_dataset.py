@@ -1,4 +1,4 @@
-"""Import the authors' released per-checkpoint statistics (shared/PAPER.md §7) into a measurements store.
+"""Import the authors' released per-checkpoint statistics (docs/science.md §8) into a measurements store.
 
 Layout of a local copy: `pythia_{size}/stats/exp2_pythia_{size}_step{N}`, each a plain-text nested Python list of
 shape n_seq x 4 x L (the paper: 10 probe sequences; rows top-1, top-2, top-3 and median of |h_l|; one column per
@@ -14,8 +14,6 @@ a ledger row: ok, or corrupt with the reason when it cannot be read (such files 
 import ast
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import polars as pl
 
 from dynamics import store
 from dynamics.corpus import DATA_DIR
+from fitting.contracts import Status, ledger_row, package_version
 from fitting.errors import UserError
 
 PROBE_ID = "paper-redpajama-10x2048"
@@ -72,7 +71,7 @@ def measurement_rows(stats: np.ndarray, model: str, step: int, version: str) -> 
         "layer": np.tile(np.arange(n_layers, dtype=np.int32), n_seq),
         **columns, "top1_pos": None, "top1_dim": None, "n_nonfinite": None, "measured_at": None,
         "package_version": version,
-    }), store.MEASUREMENTS)
+    }), store.MEASUREMENTS.schema)
 
 
 def stats_files(root: Path) -> tuple[list[tuple[str, int, Path]], list[tuple[Path, str]]]:
@@ -101,25 +100,25 @@ def import_dataset(root: Path, store_root: Path) -> Imported:
                         "pythia_{size}/stats/exp2_pythia_{size}_step{N}; download the dataset first (see the README)")
     store_root = store.open_store(store_root)
     n_layers = dict(pl.read_csv(DATA_DIR / "architectures.csv").select("model", "n_layers").iter_rows())
-    version = installed_version("massive-dynamics")
+    version = package_version()
     result = Imported(skipped=list(odd))
     with store.store_lock(store_root):
         for size, step, path in files:
             model = model_id(size)
+            # The authors measured the hub's own checkpoint series, the one `mdyn sweep` of that repo reads.
+            store.claim_model(store_root, model, f"hub:{model}")
             try:
                 stats = parse_stats(path.read_text(encoding="utf-8"), n_layers.get(model))
             except ValueError as err:  # UnicodeDecodeError included
                 result.skipped.append((path, str(err)))
-                _ledger(store_root, model, step, "corrupt", f"{path.name}: {err}")
+                _ledger(store_root, model, step, Status.CORRUPT, f"{path.name}: {err}")
                 continue
-            result.written.append(store.write_shard(store_root, "measurements",
+            result.written.append(store.write_shard(store_root, store.MEASUREMENTS,
                                                     measurement_rows(stats, model, step, version)))
-            _ledger(store_root, model, step, "ok", f"imported from {path.name}")
+            _ledger(store_root, model, step, Status.OK, f"imported from {path.name}")
     return result
 
 
-def _ledger(root: Path, model: str, step: int, status: str, detail: str) -> None:
-    row = {"model": model, "revision": f"step{step}", "step": step, "probe_id": PROBE_ID, "status": status,
-           "detail": detail, "duplicate_of": None, "seconds_fetch": None, "seconds_measure": None,
-           "recorded_at": datetime.now(timezone.utc)}
-    store.write_shard(root, "ledger", pl.DataFrame([row], schema=store.LEDGER))
+def _ledger(root: Path, model: str, step: int, status: Status, detail: str) -> None:
+    row = ledger_row(model, f"step{step}", step, PROBE_ID, status, detail)
+    store.write_shard(root, store.LEDGER, pl.DataFrame([row], schema=store.LEDGER.schema))

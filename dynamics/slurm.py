@@ -36,6 +36,7 @@ from dynamics import store
 from dynamics.files import write_atomic
 from dynamics.probes import ProbeSet
 from dynamics.sources import CheckpointSource, FolderSource, HubSource, open_source
+from fitting.contracts import RETRIED
 from fitting.errors import UserError
 
 if TYPE_CHECKING:  # dynamics.sweep imports torch; `mdyn status` reads progress without it
@@ -47,8 +48,6 @@ _COMMAND_TIMEOUT_S = 60
 # Slurm job states (squeue %T, sacct State) by what they mean for a task; the rest are ended.
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 _RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
-# Ledger statuses the next plan measures again (see sweep.plan): the task failed.
-_RETRIED = {"corrupt", "failed"}
 PROGRESS = {
     "model": pl.String,
     "revision": pl.String,
@@ -137,7 +136,6 @@ def submit(
     plans: list[tuple[CheckpointSource, "Plan"]],
     settings: "Settings",
     resources: Resources,
-    keep_checkpoints: bool = False,
     max_array_size: int = 1001,
 ) -> tuple[str, Path, int] | None:
     """Record what the plans settle, write a submission folder and sbatch one array: (job id, folder, tasks).
@@ -172,7 +170,6 @@ def submit(
         "submission": name,
         "created_at": stamp.isoformat(),
         "store": str(root.resolve()),
-        "keep_checkpoints": keep_checkpoints,
         "settings": {**dataclasses.asdict(settings), "probe_text": [str(p) for p in settings.probe_text]},
         "tasks": [{"index": i, **task} for i, task in enumerate(tasks)],
     }
@@ -197,15 +194,15 @@ def run_task(tasks_file: Path, index: int) -> dict | None:
         raise UserError(f"{tasks_file} has tasks 0-{len(table['tasks']) - 1}, not {index}; check --index")
     task = table["tasks"][index]
     root = Path(table["store"])
-    if store.shard_path(root, "measurements", task["model"], task["revision"], task["probe_id"]).is_file():
+    if store.shard_path(root, store.MEASUREMENTS, task["model"], task["revision"], task["probe_id"]).is_file():
         return None
     settings = Settings(**{**table["settings"], "probe_text": tuple(map(Path, table["settings"]["probe_text"]))})
-    source = open_source(task["target"], offline=task.get("offline"), cache_dir=task.get("cache_dir"))
+    source = open_source(task["target"], offline=task.get("offline"), cache_dir=task.get("cache_dir"),
+                         eviction=task.get("eviction"), model=task.get("model_name"))
     token_ids = np.load(Path(tasks_file).parent / f"probe-{task['probe_id']}.npy")
     probe = ProbeSet(token_ids=token_ids, probe_id=task["probe_id"], source=task["probe_source"])
     the_plan = Plan(model=source.model, probe=probe, to_measure={task["revision"]: task["step"]})
-    ledger = run(source, root, the_plan, settings, keep_checkpoints=table["keep_checkpoints"], prefetch=False,
-                 progress=False)
+    ledger = run(source, root, the_plan, settings, prefetch=False)
     return ledger.row(0, named=True)
 
 
@@ -226,7 +223,7 @@ def progress(root: Path) -> pl.DataFrame:
     # squeue tells the current state; sacct, where there is accounting, also remembers jobs squeue forgot.
     known = {**(_accounting(names, since) or {}), **(queue or {})}
     measured = store.measured(root)
-    ledger = store.load(root, "ledger").sort("recorded_at")
+    ledger = store.load(root, store.LEDGER).sort("recorded_at")
     latest = {(m, r, p): (t, s, d) for m, r, p, s, d, t in
               ledger.select("model", "revision", "probe_id", "status", "detail", "recorded_at").iter_rows()}
     rows = {}
@@ -242,7 +239,8 @@ def progress(root: Path) -> pl.DataFrame:
             elif state in _RUNNING:
                 verdict, detail = "running", ""
             elif recorded and recorded[0] >= created:
-                verdict = "failed" if recorded[1] in _RETRIED else "done"
+                # A status the next plan measures again means the task failed.
+                verdict = "failed" if recorded[1] in RETRIED else "done"
                 detail = f"{recorded[1]}: {recorded[2]}" if recorded[2] else recorded[1]
             elif key in measured:  # e.g. by another submission, before this task ran and found it done
                 verdict, detail = "done", "measured"
@@ -266,9 +264,10 @@ def in_flight(root: Path) -> set[tuple[str, str, str]]:
 def _reopen(source: CheckpointSource) -> dict:
     """How a task opens the same source: the target and, for the hub, the cache and mode the plan used."""
     if isinstance(source, HubSource):
-        return {"target": source.model, "offline": source.offline, "cache_dir": str(source.cache_dir)}
+        return {"target": source.model, "offline": source.offline, "cache_dir": str(source.cache_dir),
+                "eviction": source.eviction}
     if isinstance(source, FolderSource):
-        return {"target": str(source.root.resolve())}
+        return {"target": str(source.root.resolve()), "model_name": source.model}
     raise TypeError(f"cannot hand a {type(source).__name__} to a Slurm task")
 
 

@@ -13,14 +13,11 @@ imported, so setting the variables later has no effect on this process. A `HubSo
 """
 
 import fnmatch
-import hashlib
-import json
 import os
 import re
 import threading
 import time
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -28,6 +25,7 @@ from typing import Protocol, TypeVar
 from huggingface_hub import HfApi, constants, scan_cache_dir, snapshot_download
 from huggingface_hub.errors import (
     CacheNotFound,
+    GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
     LocalEntryNotFoundError,
@@ -37,17 +35,20 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
 
-from dynamics.hubcache import repo_folder
+from dynamics.hubcache import BlobLeases, prune_snapshot, repo_blobs, repo_folder, snapshot_links
 from dynamics.revisions import PYTHIA
-from fitting.errors import UserError
-
-# Weight files as transformers names them (one file, or shards plus an index), safetensors first: a
-# revision that has both is fetched and fingerprinted by its safetensors only. Other weight-like files
-# (training_args.bin, consolidated.safetensors) are never loaded by from_pretrained, so never fetched.
-WEIGHT_FORMATS = (
-    ("model*.safetensors", "model.safetensors.index.json"),
-    ("pytorch_model*.bin", "pytorch_model.bin.index.json"),
+from dynamics.weights import (
+    Fingerprint,
+    file_sha256,
+    folder_fingerprint,
+    folder_weights,
+    combine_sha256,
+    no_weights,
+    weight_files,
+    weights_and_index,
 )
+from fitting.errors import MissingCheckpoint, UserError
+
 CONFIG_AND_TOKENIZER = (
     "config.json",
     "generation_config.json",
@@ -62,28 +63,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _T = TypeVar("_T")
 
 
-class MissingCheckpoint(UserError):
-    """A revision exists but its weight files do not (the sweep records it as `missing`)."""
-
-
-class CorruptCheckpoint(UserError):
-    """A weight file is there but unreadable, e.g. a truncated download (the sweep records it as `corrupt`)."""
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies a revision's weights, known before they are loaded."""
-
-    commit: str  # the revision's git commit; "" for a folder source
-    weights_sha256: str  # all weight files in one id, see `combine_sha256`
-    files: tuple[tuple[str, str], ...]  # (weight file, its sha256), by file name
-
-
 class CheckpointSource(Protocol):
     """What a sweep needs from a place that holds a series of checkpoints."""
 
     model: str  # the model id recorded in the tables
-    owns_copy: bool  # fetch() makes a local copy that evict() deletes; False: checkpoints are read in place
+    origin: str  # where the checkpoints come from: hub:ORG/NAME or folder:/absolute/path
 
     def revisions(self) -> list[str]:
         """All revision names, sorted; UserError when there are none."""
@@ -97,57 +81,9 @@ class CheckpointSource(Protocol):
     def fetch_tokenizer(self, revision: str) -> Path:
         """A local folder holding at least the revision's config and tokenizer (no weights are downloaded)."""
 
-    def evict(self, revision: str) -> None:
-        """Delete the local copy fetch() made of this revision (nothing when the source does not own copies)."""
-
-
-def weight_files(names: Iterable[str]) -> list[str]:
-    """The weight files transformers loads among a revision's file names: the safetensors when any, else the .bin."""
-    return _weights_and_index(names)[0]
-
-
-def combine_sha256(files: Mapping[str, str]) -> str:
-    """One sha256 for a revision's weight files: the file's own when there is one, else over `name sha256` lines.
-
-    A single file keeps the sha256 the hub shows for it. Shards are combined as the sha256 of the UTF-8 text
-    of one `name sha256\\n` line per file, sorted by name, so the id does not depend on listing order.
-    """
-    if len(files) == 1:
-        return next(iter(files.values()))
-    lines = "".join(f"{name} {files[name]}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """sha256 of a file's content, read in chunks so that memory stays flat for multi-GB weights."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_weights(folder: Path) -> list[Path]:
-    """The weight files of a fetched folder after opening each one's header.
-
-    MissingCheckpoint when there are none or a shard in the index is absent; CorruptCheckpoint naming the
-    file when a safetensors header does not parse or does not cover the file (truncation), or a .bin is not
-    the zip archive `torch.save` writes.
-    """
-    folder = Path(folder)
-    weights, index = _weights_and_index(_folder_files(folder))
-    if not weights:
-        raise _no_weights(str(folder))
-    if (folder / index).is_file():
-        absent = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()) - set(weights))
-        if absent:
-            raise MissingCheckpoint(f"{folder} lacks shard(s) {', '.join(absent)} listed in {index}; fetch it again")
-    for name in weights:
-        if problem := _unreadable(folder / name):
-            raise CorruptCheckpoint(
-                f"{name} in {folder} is unreadable ({problem}); the file is truncated or corrupt, fetch it again"
-            )
-    return [folder / name for name in weights]
+    def evict(self, revision: str, measured: bool = True) -> None:
+        """Done with this revision (after measuring it, or only looking at it): release it, and delete what the
+        source's own policy allows of its local copy."""
 
 
 def with_retries(call: Callable[[], _T], *, retries: int = 5, backoff_s: float = 2.0) -> _T:
@@ -168,16 +104,29 @@ def with_retries(call: Callable[[], _T], *, retries: int = 5, backoff_s: float =
             attempt += 1
 
 
+# What a sweep may delete from the HF cache after measuring a revision (README: "What a sweep may delete").
+EVICTIONS = ("keep", "downloaded", "measured")
+
+
+@dataclass
+class _Fetched:
+    """What one process's fetches of a revision added to the cache, which is all that `downloaded` may delete."""
+
+    links: set[Path]
+    blobs: set[str]
+    refs: set[str]
+
+
 class HubSource:
     """The branches of a hub repo: listed and downloaded from the hub, or, offline, read from the local HF cache.
 
-    Each fetch downloads (online) or finds (offline) one revision's snapshot in `cache_dir`; evict deletes that
-    snapshot and the blobs no other cached revision uses. Offline, the cache is the only copy: keep checkpoints
-    there when they are to be measured again. Fetch and evict hold one lock, so a prefetch running in another
-    thread never sees a shared blob (tokenizer, config) disappear mid-download.
+    Each fetch downloads (online) or finds (offline) one revision's snapshot in `cache_dir`. `eviction` says what
+    `evict` may delete afterwards: `keep` nothing; `downloaded` (the default online) only the snapshot files,
+    blobs and refs this source's own fetches added to the cache; `measured` the revision's whole snapshot, for
+    a user who asks to prune a cache (the default offline is `keep`, since there the cache is the only copy).
+    Either way a blob that another process (or this source's prefetch of another revision) is reading stays:
+    every fetch holds `BlobLeases` on its blobs until its revision is evicted.
     """
-
-    owns_copy = True
 
     def __init__(
         self,
@@ -186,18 +135,25 @@ class HubSource:
         offline: bool | None = None,
         cache_dir: str | Path | None = None,
         token: str | bool | None = None,
+        eviction: str | None = None,
         retries: int = 5,
         backoff_s: float = 2.0,
     ):
         self.model = repo_id
+        self.origin = f"hub:{repo_id}"
         self.offline = constants.HF_HUB_OFFLINE if offline is None else offline
         self.cache_dir = Path(constants.HF_HUB_CACHE if cache_dir is None else cache_dir).expanduser()
+        self.eviction = eviction or ("keep" if self.offline else "downloaded")
+        if self.eviction not in EVICTIONS:
+            raise ValueError(f"eviction must be one of {EVICTIONS}, not {self.eviction!r}")
         self.token = token
         self.retries = retries
         self.backoff_s = backoff_s
         self._branches: dict[str, str] | None = None
-        self._weights: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
+        self._files: dict[str, dict[str, str]] = {}  # revision -> {path: blob name}, from the listing or the cache
+        self._fetched: dict[str, _Fetched] = {}
+        self._leases = BlobLeases(self.cache_dir, repo_id)
+        self._lock = threading.Lock()  # guards the bookkeeping between the sweep's thread and its prefetch
 
     def revisions(self) -> list[str]:
         """Branch names: from the hub online, from the cache's refs offline."""
@@ -213,7 +169,7 @@ class HubSource:
 
         The branch name goes to snapshot_download as given, so the cache records the ref and serves it offline later.
         """
-        weights, index = _weights_and_index(self._weight_sha256(revision))
+        weights, index = weights_and_index(self._weight_sha256(revision))
         return self._snapshot(revision, [*CONFIG_AND_TOKENIZER, *weights, index])
 
     def fetch_tokenizer(self, revision: str) -> Path:
@@ -222,39 +178,62 @@ class HubSource:
         return self._snapshot(revision, list(CONFIG_AND_TOKENIZER))
 
     def _snapshot(self, revision: str, patterns: list[str]) -> Path:
+        commit = self._commit(revision)
+        root = repo_folder(self.cache_dir, self.model)
+        snapshot = root / "snapshots" / commit
+        links_before, blobs_before = set(snapshot_links(snapshot)), repo_blobs(self.cache_dir, self.model)
+        refs_before = {p.name for p in (root / "refs").iterdir()} if (root / "refs").is_dir() else set()
+        # Leases first, so that no other process deletes a blob between our download and our reading it.
+        expected = [blob for path, blob in self._listing(revision).items() if _matches(path, patterns)]
+        self._leases.hold(revision, [BlobLeases.snapshot_key(commit), *expected])
+        try:
+            folder = self._call(
+                snapshot_download,
+                self.model,
+                revision=revision,
+                cache_dir=self.cache_dir,
+                allow_patterns=patterns,
+                local_files_only=self.offline,
+                token=self.token,
+            )
+        except LocalEntryNotFoundError as err:
+            if not self.offline:
+                raise
+            raise MissingCheckpoint(
+                f"{self.model}@{revision} is missing from the offline cache {self.cache_dir}, or incomplete "
+                "there; fetch it again with network access"
+            ) from err
+        now = snapshot_links(snapshot)
+        self._leases.hold(revision, set(now.values()) - set(expected))
+        added = {path: blob for path, blob in now.items() if path not in links_before}
+        refs_after = {p.name for p in (root / "refs").iterdir()}
         with self._lock:
-            try:
-                folder = self._call(
-                    snapshot_download,
-                    self.model,
-                    revision=revision,
-                    cache_dir=self.cache_dir,
-                    allow_patterns=patterns,
-                    local_files_only=self.offline,
-                    token=self.token,
-                )
-            except LocalEntryNotFoundError as err:
-                if not self.offline:
-                    raise
-                raise MissingCheckpoint(
-                    f"{self.model}@{revision} is missing from the offline cache {self.cache_dir}, or incomplete "
-                    "there; fetch it again with network access"
-                ) from err
+            fetched = self._fetched.setdefault(revision, _Fetched(set(), set(), set()))
+            fetched.links |= set(added)
+            fetched.blobs |= set(added.values()) - blobs_before
+            fetched.refs |= refs_after - refs_before
         return Path(folder)
 
-    def evict(self, revision: str) -> None:
-        """Delete the revision's snapshot, its refs and the blobs no other cached revision of the repo links to.
+    def evict(self, revision: str, measured: bool = True) -> None:
+        """Release the revision and delete what `eviction` allows of its snapshot (see the class docstring).
 
-        Branches pointing at the same commit lose their snapshot with it.
+        `measured` False: the revision was only looked at (a sweep's planning fetch), so even `measured` eviction
+        deletes no more than this source downloaded.
         """
         commit = self._commit(revision)
         with self._lock:
-            try:
-                cache = scan_cache_dir(self.cache_dir)
-            except CacheNotFound:
-                return
-            if any(rev.commit_hash == commit for repo in cache.repos for rev in repo.revisions):
-                cache.delete_revisions(commit).execute()
+            fetched = self._fetched.pop(revision, _Fetched(set(), set(), set()))
+        self._leases.release(revision)
+        if self.eviction == "keep":
+            return
+        if self.eviction == "measured" and measured:
+            links = snapshot_links(repo_folder(self.cache_dir, self.model) / "snapshots" / commit)
+            fetched = _Fetched(set(links), set(links.values()), {r for r, c in self._branch_commits().items()
+                                                                  if c == commit})
+        prune_snapshot(self.cache_dir, self.model, commit, fetched.links, fetched.blobs, fetched.refs, self._leases)
+        if self.offline:  # offline, the listing is the cache itself, which has just changed
+            with self._lock:
+                self._files.pop(revision, None)
 
     def _call(self, fn: Callable[..., _T], *args, **kwargs) -> _T:
         return with_retries(lambda: fn(*args, **kwargs), retries=self.retries, backoff_s=self.backoff_s)
@@ -270,10 +249,15 @@ class HubSource:
     def _hub_branches(self) -> dict[str, str]:
         try:
             refs = self._call(HfApi().list_repo_refs, self.model, token=self.token)
+        except GatedRepoError:
+            raise UserError(
+                f"repo {self.model} is gated: accept its conditions on its hub page, then log in (`hf auth login`) "
+                "or set HF_TOKEN"
+            ) from None
         except RepositoryNotFoundError:
             raise UserError(
                 f"repo {self.model} not found on the hub (no folder of that name exists either); check the id, "
-                "e.g. EleutherAI/pythia-160m, or log in (`hf auth login`) if it is private or gated"
+                "e.g. EleutherAI/pythia-160m, or log in (`hf auth login`) if it is private"
             ) from None
         except OfflineModeIsEnabled:
             raise UserError(
@@ -306,41 +290,60 @@ class HubSource:
             )
         return branches[revision]
 
-    def _weight_sha256(self, revision: str) -> dict[str, str]:
-        """Weight file -> sha256 of one revision, listed once per source; MissingCheckpoint when there are none."""
-        if revision not in self._weights:
+    def _listing(self, revision: str) -> dict[str, str]:
+        """Every file of the revision -> the name of its blob in the cache, listed once per source.
+
+        Online from the hub's file listing at the commit (an LFS file's blob is its sha256, any other file's its
+        git blob id, as the hub's ETags name them); offline from the cached snapshot's links.
+        """
+        with self._lock:
+            known = self._files.get(revision)
+        if known is None:
             commit = self._commit(revision)
-            weights = self._cached_weights(commit) if self.offline else self._hub_weights(commit)
-            if not weights:
-                raise _no_weights(f"{self.model}@{revision}{self._where()}")
-            self._weights[revision] = weights
-        return self._weights[revision]
+            if self.offline:
+                snapshot = repo_folder(self.cache_dir, self.model) / "snapshots" / commit
+                known = {p.relative_to(snapshot).as_posix(): b for p, b in snapshot_links(snapshot).items()
+                         if (snapshot / p).exists()}
+            else:
+                listing = self._call(lambda: list(HfApi().list_repo_tree(self.model, revision=commit,
+                                                                         recursive=True, token=self.token)))
+                known = {f.path: f.lfs.sha256 if f.lfs else f.blob_id for f in listing if isinstance(f, RepoFile)}
+            with self._lock:
+                self._files[revision] = known
+        return known
 
-    def _hub_weights(self, commit: str) -> dict[str, str]:
-        """From the hub's file listing at the commit; a weight file outside LFS contributes its git blob id."""
-        listing = self._call(lambda: list(HfApi().list_repo_tree(self.model, revision=commit, token=self.token)))
-        files = {f.path: f for f in listing if isinstance(f, RepoFile)}
-        return {
-            name: files[name].lfs.sha256 if files[name].lfs else f"git-blob-{files[name].blob_id}"
-            for name in weight_files(files)
-        }
+    def _weight_sha256(self, revision: str) -> dict[str, str]:
+        """Weight file -> sha256 of one revision; MissingCheckpoint when there are none.
 
-    def _cached_weights(self, commit: str) -> dict[str, str]:
-        snapshot = repo_folder(self.cache_dir, self.model) / "snapshots" / commit
-        return {name: _cached_sha256(snapshot / name) for name in _folder_weights(snapshot)}
+        Offline the blob name is the sha256 huggingface_hub stored the file under; a weight file kept outside LFS
+        on the hub contributes `git-blob-<id>`, which identifies its content as well.
+        """
+        files = self._listing(revision)
+        weights = weight_files(files)
+        if not weights:
+            raise no_weights(f"{self.model}@{revision}{self._where()}")
+        if self.offline:
+            snapshot = repo_folder(self.cache_dir, self.model) / "snapshots" / self._commit(revision)
+            return {name: _cached_sha256(snapshot / name) for name in weights}
+        return {name: files[name] if _SHA256.fullmatch(files[name]) else f"git-blob-{files[name]}"
+                for name in weights}
 
     def _where(self) -> str:
         return f" in the offline cache {self.cache_dir}" if self.offline else " on the hub"
 
 
+def _matches(path: str, patterns: list[str]) -> bool:
+    """Whether snapshot_download's allow_patterns select `path` (fnmatch on the path, as huggingface_hub does)."""
+    return any(fnmatch.fnmatch(path, pattern) for pattern in patterns if pattern)
+
+
 class FolderSource:
     """Checkpoints saved as sub-folders of one directory (`step0/`, `step1000/`, ...), read in place, never deleted."""
-
-    owns_copy = False
 
     def __init__(self, root: str | Path, model: str | None = None):
         self.root = Path(root).expanduser()
         self.model = model or self.root.resolve().name
+        self.origin = f"folder:{self.root.resolve()}"
 
     def revisions(self) -> list[str]:
         """The names of the sub-folders (hidden ones excepted)."""
@@ -360,34 +363,47 @@ class FolderSource:
         if revision not in self.revisions():
             raise UserError(f"revision {revision!r} is not a sub-folder of {self.root}; pick one of its sub-folders")
         folder = self.root / revision
-        if not _folder_weights(folder):
-            raise _no_weights(str(folder))
+        if not folder_weights(folder):
+            raise no_weights(str(folder))
         return folder
 
     def fetch_tokenizer(self, revision: str) -> Path:
         """The revision's own folder."""
         return self.root / revision
 
-    def evict(self, revision: str) -> None:
+    def evict(self, revision: str, measured: bool = True) -> None:
         """Nothing: a folder source never deletes the user's checkpoints."""
 
 
-def folder_fingerprint(folder: Path) -> Fingerprint:
-    """Commit "" (a folder has no commit) and the sha256 of the folder's weight files, computed by reading them."""
-    weights = {name: file_sha256(Path(folder) / name) for name in _folder_weights(Path(folder))}
-    return Fingerprint("", combine_sha256(weights), tuple(weights.items()))
-
-
-def local_checkpoint(folder: Path) -> tuple[str, str, Fingerprint]:
-    """(model id, revision, fingerprint) of one local model folder.
+class ModelFolderSource(FolderSource):
+    """One local model folder (config.json, weights, tokenizer) as a source of one revision, read in place.
 
     A folder named like a checkpoint (`runs/neox/step1000`) is revision `step1000` of model `neox`; any other
-    folder is revision `local` of a model named after the folder.
+    folder is revision `local` of a model named after the folder, unless `model` names it.
     """
-    folder = Path(folder).resolve()
-    if PYTHIA.step(folder.name) is not None:
-        return folder.parent.name, folder.name, folder_fingerprint(folder)
-    return folder.name, "local", folder_fingerprint(folder)
+
+    def __init__(self, folder: str | Path, model: str | None = None):
+        self.folder = Path(folder).expanduser().resolve()
+        named_step = PYTHIA.step(self.folder.name) is not None
+        self.revision = self.folder.name if named_step else "local"
+        super().__init__(self.folder.parent, model or (self.folder.parent.name if named_step else self.folder.name))
+        self.origin = f"folder:{self.folder}"
+
+    def revisions(self) -> list[str]:
+        """The folder's one revision."""
+        return [self.revision]
+
+    def fetch(self, revision: str) -> Path:
+        """The folder itself."""
+        if revision != self.revision:
+            raise UserError(f"{self.folder} holds one checkpoint, revision {self.revision!r}, not {revision!r}")
+        if not folder_weights(self.folder):
+            raise no_weights(str(self.folder))
+        return self.folder
+
+    def fetch_tokenizer(self, revision: str) -> Path:
+        """The folder itself."""
+        return self.folder
 
 
 def open_source(
@@ -396,19 +412,30 @@ def open_source(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     token: str | bool | None = None,
+    eviction: str | None = None,
+    model: str | None = None,
+    one_model: bool = False,
 ) -> CheckpointSource:
-    """The source TARGET names: an existing folder of checkpoint folders, else a hub repo id (ORG/NAME).
+    """The source TARGET names: an existing folder, else a hub repo id (ORG/NAME).
 
-    `offline` None follows HF_HUB_OFFLINE; `cache_dir` None is HF_HUB_CACHE (both as huggingface_hub read them).
+    A folder is a folder of checkpoint folders, or with `one_model` a single model folder. `model` renames a
+    folder's model in the tables. `offline` None follows HF_HUB_OFFLINE; `cache_dir` None is HF_HUB_CACHE (both
+    as huggingface_hub read them); `eviction` is HubSource's (None: its default).
     """
     path = Path(target).expanduser()
     if path.is_dir():
-        if (path / "config.json").is_file():
+        single = (path / "config.json").is_file()
+        if one_model:
+            if not single:
+                raise UserError(f"{target} has no config.json; pass a transformers model folder or a hub repo id")
+            return ModelFolderSource(path, model)
+        if single:
             raise UserError(
                 f"{target} is a single model (it holds config.json), not a folder of checkpoints; put each "
-                "checkpoint in its own sub-folder (step0/, step1000/, ...) and pass the parent folder"
+                "checkpoint in its own sub-folder (step0/, step1000/, ...) and pass the parent folder, or use "
+                "`mdyn measure` for one model"
             )
-        return FolderSource(path)
+        return FolderSource(path, model)
     if path.exists():
         raise UserError(
             f"{target} is a file; pass a folder of checkpoint folders or a hub repo id such as EleutherAI/pythia-160m"
@@ -420,7 +447,9 @@ def open_source(
             f"{target} is neither an existing folder nor a hub repo id (ORG/NAME, e.g. EleutherAI/pythia-160m); "
             "check the path"
         ) from None
-    return HubSource(str(target), offline=offline, cache_dir=cache_dir, token=token)
+    if model is not None:
+        raise UserError(f"--model names local folders only; {target} is recorded under its repo id")
+    return HubSource(str(target), offline=offline, cache_dir=cache_dir, token=token, eviction=eviction)
 
 
 def expand_targets(targets: Iterable[str]) -> list[str]:
@@ -456,44 +485,6 @@ def _top_level_split(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     return [*parts, text[start:]]
-
-
-def _weights_and_index(names: Iterable[str]) -> tuple[list[str], str]:
-    """The preferred format's weight files among `names` and that format's shard index name."""
-    names = sorted(names)
-    for pattern, index in WEIGHT_FORMATS:
-        if found := fnmatch.filter(names, pattern):
-            return found, index
-    return [], ""
-
-
-def _folder_files(folder: Path) -> list[str]:
-    """Names of the files in a folder; a dangling link (its blob evicted) does not count."""
-    return [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-
-
-def _folder_weights(folder: Path) -> list[str]:
-    return weight_files(_folder_files(folder))
-
-
-def _unreadable(path: Path) -> str | None:
-    """Why a weight file cannot be read (one line), or None when its header opens."""
-    from safetensors import SafetensorError, safe_open
-
-    if path.suffix != ".safetensors":
-        return None if zipfile.is_zipfile(path) else "not the zip archive that torch.save writes"
-    try:
-        with safe_open(path, framework="numpy") as fh:
-            fh.keys()
-    except (SafetensorError, OSError) as err:
-        return " ".join(str(err).split())
-    return None
-
-
-def _no_weights(what: str) -> MissingCheckpoint:
-    return MissingCheckpoint(
-        f"{what} has no weight files (model*.safetensors or pytorch_model*.bin); this checkpoint cannot be measured"
-    )
 
 
 def _cached_sha256(path: Path) -> str:

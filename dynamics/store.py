@@ -1,65 +1,54 @@
-"""The results store: a folder of parquet shards, one per (model, revision, probe), written atomically.
+"""The results store: a folder of parquet shards, one per (model, revision, probe) and table, written atomically.
 
 Layout:
-    STORE/mdyn-store.json                         marker with the schema version
+    STORE/mdyn-store.json                                 marker with the schema version
     STORE/measurements/<model>/<revision>--<probe_id>.parquet
     STORE/ledger/<model>/<revision>--<probe_id>.parquet   the sweep's record of each revision
-    STORE/.lock                                   held by writers (filelock)
+    STORE/.lock, STORE/.lock.owner                        held by writers (filelock), and who holds it
+    STORE/.corrupt/<table>/<model>/...                    unreadable shards, set aside by the next sweep
 
-A shard is written to a temporary file and renamed into place, so a reader (or a killed writer) never
-leaves a half-written file behind; `load` reads every shard into one polars DataFrame.
+A shard is written to a temporary file and renamed into place, so a reader (or a killed writer) never sees a
+half-written file. Readers skip a shard that cannot be read, naming it in a warning, so one damaged file never
+hides the rest; the next sweep sets it aside and measures that revision again.
 """
 
 import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import quote
 
 import polars as pl
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from dynamics.files import write_atomic
-from fitting.errors import UserError
+from fitting.contracts import FIT_INPUT_COLUMNS, LEDGER_SCHEMA, MEASUREMENT_SCHEMA, package_version, require_columns
+from fitting.errors import StoreLocked, UnreadableShardWarning, UserError
 
 SCHEMA_VERSION = 1
 MARKER = "mdyn-store.json"
+CORRUPT_DIR = ".corrupt"
+# A writer holds the lock for milliseconds per shard, so a long wait means another process is stuck.
+DEFAULT_LOCK_TIMEOUT_S = 300.0
 
-MEASUREMENTS = {
-    "model": pl.String,
-    "revision": pl.String,
-    "step": pl.Int64,
-    "commit": pl.String,
-    "weights_sha256": pl.String,
-    "probe_id": pl.String,
-    "dtype": pl.String,
-    "device": pl.String,
-    "seq": pl.Int32,
-    "layer": pl.Int32,
-    "top1": pl.Float64,
-    "top2": pl.Float64,
-    "top3": pl.Float64,
-    "median": pl.Float64,
-    "top1_pos": pl.Int32,
-    "top1_dim": pl.Int32,
-    "n_nonfinite": pl.Int64,
-    "measured_at": pl.Datetime("us", "UTC"),
-    "package_version": pl.String,
-}
 
-LEDGER = {
-    "model": pl.String,
-    "revision": pl.String,
-    "step": pl.Int64,
-    "probe_id": pl.String,
-    "status": pl.String,  # ok | missing | corrupt | duplicate | non_finite | failed
-    "detail": pl.String,
-    "duplicate_of": pl.String,
-    "seconds_fetch": pl.Float64,
-    "seconds_measure": pl.Float64,
-    "recorded_at": pl.Datetime("us", "UTC"),
-}
-STATUSES = ("ok", "missing", "corrupt", "duplicate", "non_finite", "failed")
+@dataclass(frozen=True)
+class Table:
+    """One kind of shard: its folder in the store and its columns."""
+
+    name: str
+    schema: dict
+
+
+MEASUREMENTS = Table("measurements", MEASUREMENT_SCHEMA)
+LEDGER = Table("ledger", LEDGER_SCHEMA)
 
 
 def check_store(root: Path) -> bool:
@@ -78,7 +67,8 @@ def check_store(root: Path) -> bool:
             )
         return True
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise UserError(f"{root} is not a massive-dynamics store (no {MARKER}); pass a store folder or an empty/new folder")
+        what = "a file" if root.is_file() else f"not a massive-dynamics store (no {MARKER})"
+        raise UserError(f"{root} is {what}; pass a store folder or an empty/new folder")
     return False
 
 
@@ -88,14 +78,61 @@ def open_store(root: Path, create: bool = True) -> Path:
     if not check_store(root):
         if not create:
             raise UserError(f"no store at {root}; run `mdyn measure` or `mdyn sweep` into {root} first")
-        root.mkdir(parents=True, exist_ok=True)
-        write_atomic(root / MARKER, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            write_atomic(root / MARKER, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
+        except OSError as err:
+            raise UserError(f"cannot create a store at {root} ({err.strerror or err}); choose a writable --store") \
+                from None
     return root
 
 
-def store_lock(root: Path, timeout: float = -1) -> FileLock:
-    """The lock writers hold while they change the store; timeout -1 waits for ever."""
-    return FileLock(str(Path(root) / ".lock"), timeout=timeout)
+def check_writable(root: Path) -> Path:
+    """The store at `root` (created if missing), after making sure this process can write into it."""
+    root = open_store(root)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UserError(f"the store {root} is read-only for this user; choose a writable --store")
+    return root
+
+
+@contextmanager
+def store_lock(root: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the store's writer lock; waits up to `timeout` seconds (saying who holds it), then StoreLocked."""
+    root = Path(root)
+    lock = FileLock(str(root / ".lock"))
+    owner = root / ".lock.owner"
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = _read_owner(owner)
+            warnings.warn(f"the store {root} is locked by {holder}; waiting up to {timeout:g} s for it",
+                          stacklevel=3)
+            try:
+                lock.acquire(timeout=timeout)
+            except Timeout:
+                raise StoreLocked(
+                    f"the store {root} stayed locked by {holder} for {timeout:g} s; wait for that process to finish, "
+                    f"or stop it, then run again (--lock-timeout sets the wait)"
+                ) from None
+    except OSError as err:
+        raise UserError(f"cannot lock the store {root} ({err.strerror or err}); choose a writable --store") from None
+    try:
+        owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                                     "command": " ".join(sys.argv[:3])}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def _read_owner(owner: Path) -> str:
+    try:
+        info = json.loads(owner.read_text())
+    except (OSError, ValueError):
+        return "another process"
+    since = datetime.fromtimestamp(info["since"], timezone.utc).strftime("%H:%M:%S UTC")
+    return f"process {info['pid']} on {info['host']} ({info['command']}, since {since})"
 
 
 def shard_name(revision: str, probe_id: str) -> str:
@@ -116,36 +153,123 @@ def conform(df: pl.DataFrame, schema: dict) -> pl.DataFrame:
 
 def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
     """`measure()` rows stamped with provenance (model, revision, step, commit, weights_sha256, probe_id, dtype, device)."""
-    constants = {"measured_at": datetime.now(timezone.utc), "package_version": version("massive-dynamics"), **provenance}
-    return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENTS)
+    constants = {"measured_at": datetime.now(timezone.utc), "package_version": package_version(), **provenance}
+    return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENT_SCHEMA)
 
 
-def shard_path(root: Path, table: str, model: str, revision: str, probe_id: str) -> Path:
+def shard_path(root: Path, table: Table, model: str, revision: str, probe_id: str) -> Path:
     """Where the shard of one (model, revision, probe) of `table` lives."""
-    return Path(root) / table / model_dir(model) / shard_name(revision, probe_id)
+    return Path(root) / table.name / model_dir(model) / shard_name(revision, probe_id)
 
 
-def write_shard(root: Path, table: str, df: pl.DataFrame) -> Path:
-    """Atomically write the rows of one (model, revision, probe) into `table` ('measurements' or 'ledger')."""
-    schema = MEASUREMENTS if table == "measurements" else LEDGER
-    df = conform(df, schema)
+def write_shard(root: Path, table: Table, df: pl.DataFrame) -> Path:
+    """Atomically write the rows of one (model, revision, probe) into `table`."""
+    df = conform(df, table.schema)
     keys = df.select("model", "revision", "probe_id").unique()
     if keys.height != 1:
         raise ValueError(f"a shard holds one (model, revision, probe); got {keys.height}")
     model, revision, probe_id = keys.row(0)
     path = shard_path(root, table, model, revision, probe_id)
-    meta = {"mdyn_schema_version": str(SCHEMA_VERSION), "mdyn_table": table}
+    meta = {"mdyn_schema_version": str(SCHEMA_VERSION), "mdyn_table": table.name}
     write_atomic(path, lambda f: df.write_parquet(f, metadata=meta))
     return path
 
 
-def load(root: Path, table: str = "measurements") -> pl.DataFrame:
-    """Every shard of `table` as one DataFrame (empty, with the schema, when there is none)."""
-    schema = MEASUREMENTS if table == "measurements" else LEDGER
-    files = sorted((Path(root) / table).glob("*/*.parquet"))
+def shards(root: Path, table: Table = MEASUREMENTS, model: str | None = None) -> list[Path]:
+    """The shard files of `table`, of one model or of all."""
+    folder = Path(root) / table.name
+    return sorted((folder / model_dir(model)).glob("*.parquet") if model else folder.glob("*/*.parquet"))
+
+
+def read_shards(files: list[Path], schema: dict, columns: list[str] | None = None) -> pl.DataFrame:
+    """The rows of every readable file (empty, with `schema`, when none); each unreadable file is skipped with
+    an UnreadableShardWarning that names it."""
     if not files:
-        return pl.DataFrame(schema=schema)
-    return pl.scan_parquet(files).collect()
+        return pl.DataFrame(schema={c: schema[c] for c in columns} if columns else schema)
+    try:
+        return _scan(files, columns).collect()
+    except (OSError, pl.exceptions.PolarsError):
+        pass
+    # One file is bad: find it (them), say so, and read the others.
+    good = []
+    for path, reason in _check_files(files):
+        if reason is None:
+            good.append(path)
+        else:
+            warnings.warn(f"skipped unreadable shard {path} ({reason}); the next `mdyn sweep` into this store "
+                          "sets it aside and measures that revision again", UnreadableShardWarning, stacklevel=2)
+    return read_shards(good, schema, columns) if good else read_shards([], schema, columns)
+
+
+def _scan(files: list[Path], columns: list[str] | None) -> pl.LazyFrame:
+    frame = pl.scan_parquet(files)
+    return frame.select(columns) if columns else frame
+
+
+def _check_files(files: list[Path]) -> Iterator[tuple[Path, str | None]]:
+    for path in files:
+        try:
+            pl.read_parquet(path)
+            yield path, None
+        except (OSError, pl.exceptions.PolarsError) as err:
+            yield path, " ".join(str(err).split())[:160]
+
+
+def load(root: Path, table: Table = MEASUREMENTS, model: str | None = None) -> pl.DataFrame:
+    """Every readable shard of `table` (of one model, or all) as one DataFrame, with the table's schema."""
+    return read_shards(shards(root, table, model), table.schema)
+
+
+def unreadable(root: Path, table: Table = MEASUREMENTS) -> list[tuple[Path, str]]:
+    """(path, reason) of every shard of `table` that cannot be read."""
+    return [(path, reason) for path, reason in _check_files(shards(root, table)) if reason is not None]
+
+
+def set_aside_unreadable(root: Path, model: str) -> list[Path]:
+    """Move the model's unreadable shards (both tables) into STORE/.corrupt/, so its revisions count as unmeasured.
+
+    Only files the store itself wrote are moved, and never deleted. Returns where they went.
+    """
+    moved = []
+    for table in (MEASUREMENTS, LEDGER):
+        for path, reason in _check_files(shards(root, table, model)):
+            if reason is None:
+                continue
+            folder = Path(root) / CORRUPT_DIR / table.name / path.parent.name
+            folder.mkdir(parents=True, exist_ok=True)
+            # Stamped, so that a shard damaged twice keeps both copies.
+            target = folder / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}{path.suffix}"
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+def read_measurements(path: Path) -> pl.DataFrame:
+    """The measurements of a store folder, or of one parquet file (e.g. data/tiny-suite/measurements.parquet).
+
+    The table needs at least the columns fitting uses (`FIT_INPUT_COLUMNS`); unreadable shards are skipped with a
+    warning naming them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = shards(path)
+        if not files:
+            raise UserError(f"no measurements in {path}: expected parquet files under {path / MEASUREMENTS.name}; "
+                            "run `mdyn sweep` into this store first, or pass one measurements parquet file")
+        table = read_shards(files, MEASUREMENT_SCHEMA)
+        if table.is_empty():
+            raise UserError(f"no shard under {path / MEASUREMENTS.name} can be read; run `mdyn sweep` into this "
+                            "store again, which sets the damaged shards aside and measures them again")
+    elif path.is_file():
+        try:
+            table = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as err:
+            raise UserError(f"cannot read measurements from {path} ({' '.join(str(err).split())[:160]}); pass a "
+                            "parquet file written by massive-dynamics or polars") from None
+    else:
+        raise UserError(f"--store {path} does not exist; pass a store folder or a measurements parquet file")
+    require_columns(table, FIT_INPUT_COLUMNS, f"the measurements in {path}")
+    return table
 
 
 def measured_revisions(root: Path, model: str, probe_id: str) -> pl.DataFrame:
@@ -153,19 +277,35 @@ def measured_revisions(root: Path, model: str, probe_id: str) -> pl.DataFrame:
 
     Reads only those columns of the model's own shards, so planning stays cheap in a large store.
     """
-    files = sorted((Path(root) / "measurements" / model_dir(model)).glob("*.parquet"))
-    columns = {"revision": pl.String, "step": pl.Int64, "weights_sha256": pl.String}
-    if not files:
-        return pl.DataFrame(schema=columns)
-    return (pl.scan_parquet(files).filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
-            .select(*columns).unique().sort("step").collect())
+    columns = ["model", "probe_id", "revision", "step", "weights_sha256"]
+    held = read_shards(shards(root, MEASUREMENTS, model), MEASUREMENT_SCHEMA, columns)
+    return (held.filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
+            .select("revision", "step", "weights_sha256").unique().sort("step"))
 
 
 def measured(root: Path) -> set[tuple[str, str, str]]:
     """The (model, revision, probe_id) keys that already have a measurement shard."""
-    files = sorted((Path(root) / "measurements").glob("*/*.parquet"))
-    if not files:
-        return set()
-    keys = pl.scan_parquet(files).select("model", "revision", "probe_id").unique().collect()
+    keys = read_shards(shards(root), MEASUREMENT_SCHEMA, ["model", "revision", "probe_id"]).unique()
     return set(keys.iter_rows())
 
+
+ORIGINS = "models.json"
+
+
+def claim_model(root: Path, model: str, origin: str) -> None:
+    """Record that `model`'s rows come from `origin` (hub:ORG/NAME, folder:/path, ...); call it under the lock.
+
+    Two different checkpoint series under one model id would mix their rows and overwrite each other's
+    shards, so a second origin for a known model id is a UserError that asks for another name.
+    """
+    path = Path(root) / ORIGINS
+    origins = json.loads(path.read_text()) if path.is_file() else {}
+    known = origins.get(model)
+    if known == origin:
+        return
+    if known is not None:
+        raise UserError(
+            f"the store {root} already holds model {model!r} from {known.split(':', 1)[1]}, not from "
+            f"{origin.split(':', 1)[1]}; pass --model NAME to store these checkpoints under another name"
+        )
+    write_atomic(path, json.dumps({**origins, model: origin}, indent=1, sort_keys=True).encode())

@@ -38,6 +38,7 @@ from pathlib import Path
 from dynamics.corpus import corpus_files, corpus_hash, read_corpus
 from dynamics.hubcache import publish_folder, publish_pretrained, repo_folder
 from dynamics.tokenizer import BOS, train_bpe
+from fitting.contracts import Architecture
 from fitting.errors import UserError
 
 FORMAT = 1
@@ -57,28 +58,19 @@ ARCHITECTURE_FAMILY = {
     "norm": "LayerNorm",
     "layer_norm_eps": 1e-5,
     "hidden_act": "gelu",
-    "ff_multiplier": 4,
     "initializer_range": 0.02,
     "dropout": 0.0,
 }
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "massive-dynamics")
+DEFAULT_FF_MULTIPLIER = 4  # Pythia's d_ff = 4 d
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A GPT-NeoX shape; d_ff is 4 d_model as in Pythia."""
-
-    n_layers: int
-    d_model: int
-    n_heads: int
-
-    @property
-    def d_ff(self) -> int:
-        return ARCHITECTURE_FAMILY["ff_multiplier"] * self.d_model
-
-    @property
-    def name(self) -> str:
-        return f"neox-L{self.n_layers}-d{self.d_model}-h{self.n_heads}"
+def repo_name(arch: Architecture, recipe: "Recipe") -> str:
+    """A member's repo name: `neox-L4-d128-h4`, with `-ff<d_ff>` when d_ff is not 4 d and `-s<seed>` for another seed."""
+    name = f"neox-L{arch.n_layers}-d{arch.d_model}-h{arch.n_heads}"
+    if arch.d_ff != DEFAULT_FF_MULTIPLIER * arch.d_model:
+        name += f"-ff{arch.d_ff}"
+    return name + (f"-s{recipe.seed}" if recipe.seed else "")
 
 
 @dataclass(frozen=True)
@@ -119,13 +111,45 @@ class Preset:
     vocab_size: int
     members: tuple[tuple[Architecture, Recipe], ...]
 
-    def repo_id(self, arch: Architecture) -> str:
-        return f"{self.org}/{arch.name}"
+    def repo_id(self, arch: Architecture, recipe: Recipe) -> str:
+        return f"{self.org}/{repo_name(arch, recipe)}"
 
 
 def _members(rows: Sequence[tuple[int, int, int, int, float]], **recipe) -> tuple:
     """(n_layers, d_model, n_heads, steps, peak lr) rows -> (Architecture, Recipe) pairs sharing `recipe`'s fields."""
-    return tuple((Architecture(L, d, h), Recipe(steps=s, lr=lr, **recipe)) for L, d, h, s, lr in rows)
+    return tuple((Architecture(L, d, h, DEFAULT_FF_MULTIPLIER * d), Recipe(steps=s, lr=lr, **recipe))
+                 for L, d, h, s, lr in rows)
+
+
+# The `predict` preset's design, a 4 x 4 Graeco-Latin square: every (depth, width) pair once, and heads and
+# d_ff/d each at every level once per depth and once per width, orthogonal to each other. So depth, width,
+# heads and d_ff/d are uncorrelated over the 16 architectures (the Table 4 features built from them, such as
+# H/d or l*L, still correlate with their ingredients).
+DESIGN_DEPTHS = (2, 4, 6, 8)
+DESIGN_WIDTHS = (64, 128, 192, 256)
+DESIGN_HEADS = (1, 2, 4, 8)
+DESIGN_FF = (2.0, 2.5, 3.0, 4.0)  # d_ff / d
+_GF4_TIMES_2 = (0, 2, 3, 1)  # multiplication by the generator of GF(4), whose addition is XOR
+# Four cells trained again with seed 1, chosen so that they cover every depth, width, heads and d_ff/d level once.
+DESIGN_REPLICATES = ((0, 3), (1, 0), (2, 2), (3, 1))
+# One recipe for every member: the same steps, batch, schedule and peak LR, so that architecture is the variable.
+PREDICT_RECIPE = Recipe(steps=1200, lr=6e-3)
+
+
+def graeco_latin_design() -> tuple[tuple[Architecture, Recipe], ...]:
+    """The `predict` preset: the 16 architectures of the square (seed 0), then the 4 replicates (seed 1).
+
+    Cell (i, j) has depth i and width j; its heads level is i XOR j and its d_ff/d level 2i XOR j in GF(4),
+    two orthogonal Latin squares. A replicate also draws its own training windows (data_seed 1), so that the
+    seed floor holds everything that changes between two runs of one architecture.
+    """
+    def arch(i: int, j: int) -> Architecture:
+        d = DESIGN_WIDTHS[j]
+        return Architecture(DESIGN_DEPTHS[i], d, DESIGN_HEADS[i ^ j], round(DESIGN_FF[_GF4_TIMES_2[i] ^ j] * d))
+
+    square = [(arch(i, j), PREDICT_RECIPE) for i in range(4) for j in range(4)]
+    again = [(arch(i, j), replace(PREDICT_RECIPE, seed=1, data_seed=1)) for i, j in DESIGN_REPLICATES]
+    return tuple(square + again)
 
 
 PRESETS: Mapping[str, Preset] = {
@@ -161,15 +185,30 @@ PRESETS: Mapping[str, Preset] = {
                   (6, 192, 6, 800, 6e-3),
                   (2, 256, 4, 800, 5e-3)]),
     ),
+    # Built to answer the prediction question (see `graeco_latin_design`): 16 architectures with depth, width,
+    # heads and d_ff/d uncorrelated, 4 of them with a second seed for the seed floor, one recipe for all.
+    # About 1.5 h on one thread (benchmarks/suite_steps.py --preset predict).
+    "predict": Preset("predict", "tiny-suite-predict", 512, graeco_latin_design()),
 }
 
 
+def _span(values) -> str:
+    return f"{min(values):g}-{max(values):g}"
+
+
 def describe_preset(preset: Preset) -> str:
-    """One line for --help: the preset's models, steps, peak LRs and batch."""
-    archs = ", ".join(f"{a.name.removeprefix('neox-')} ({r.steps} steps)" for a, r in preset.members)
+    """One line for --help: the preset's models (or their ranges, for a large design), steps, peak LRs and batch."""
+    archs = [a for a, _ in preset.members]
+    if len(archs) <= 9:
+        shape = ", ".join(f"{repo_name(a, r).removeprefix('neox-')} ({r.steps} steps)" for a, r in preset.members)
+    else:
+        steps = sorted({r.steps for _, r in preset.members})
+        shape = (f"{len(archs)} models, depth {_span([a.n_layers for a in archs])}, width "
+                 f"{_span([a.d_model for a in archs])}, heads {_span([a.n_heads for a in archs])}, d_ff/d "
+                 f"{_span([a.d_ff / a.d_model for a in archs])}, {'/'.join(map(str, steps))} steps each")
     lrs = "/".join(f"{lr:g}" for lr in sorted({r.lr for _, r in preset.members}))
     r = preset.members[0][1]
-    return f"{preset.name}: {archs}; peak LR {lrs}, batch {r.batch_size}x{r.seq_len}."
+    return f"{preset.name}: {shape}; peak LR {lrs}, batch {r.batch_size}x{r.seq_len}."
 
 
 def checkpoint_steps(last_step: int, n_even: int = 20) -> list[int]:
@@ -369,7 +408,8 @@ def build_suite(
     corpus_sha = corpus_hash(CORPUS_SPLIT)
     members = [(arch, recipe if steps is None else replace(recipe, steps=steps)) for arch, recipe in preset.members]
     keys = [member_key(arch, recipe, preset.vocab_size, corpus_sha) for arch, recipe in members]
-    entries = [_finished_entry(cache_dir, preset.repo_id(arch), key) for (arch, _), key in zip(members, keys)]
+    entries = [_finished_entry(cache_dir, preset.repo_id(arch, recipe), key)
+               for (arch, recipe), key in zip(members, keys)]
     todo = [i for i, entry in enumerate(entries) if entry is None]
     if console is not None:
         for entry in filter(None, entries):
@@ -403,7 +443,7 @@ def _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, 
     with _training_settings(threads), _progress(console) as track:
         for i in todo:
             arch, recipe = members[i]
-            repo_id = preset.repo_id(arch)
+            repo_id = preset.repo_id(arch, recipe)
             # Another build of the same suite may hold this repo: wait for it and take its result.
             with FileLock(cache_dir / ".locks" / repo_folder(cache_dir, repo_id).name / "tiny-suite.lock"):
                 entries[i] = _finished_entry(cache_dir, repo_id, keys[i])

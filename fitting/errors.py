@@ -1,9 +1,29 @@
-"""The project's one exception type for mistakes a user can make.
+"""Every exception and warning of the project, each also a subclass of the builtin it resembles.
 
-It lives in `fitting` because `fitting` is the package every other package may import
-(`predictors` imports only `fitting`; `dynamics` composes all three).
+They live in `fitting` because it is the package every other package may import (`predictors` imports only
+`fitting`; `dynamics` composes all three). The CLI prints a `UserError` as one line and exits 2.
 """
 
 
 class UserError(Exception):
     """Bad input (a path, a revision, a config, a table): the message says what is wrong and how to fix it."""
+
+
+class MissingCheckpoint(UserError, FileNotFoundError):
+    """A revision exists but its weight files do not (the sweep records it as `missing`)."""
+
+
+class CorruptCheckpoint(UserError, ValueError):
+    """A weight file is there but unreadable, e.g. a truncated download (the sweep records it as `corrupt`)."""
+
+
+class StoreLocked(UserError, TimeoutError):
+    """Another writer held the store's lock for longer than this process would wait."""
+
+
+class UnreadableShardWarning(UserWarning):
+    """A store shard could not be read and was skipped (the next sweep sets it aside and measures it again)."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A feature of a planned architecture lies outside the range the predictor was trained on."""

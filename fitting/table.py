@@ -23,23 +23,25 @@ import json
 import math
 import os
 import sys
+import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from fitting.contracts import EQ9_PARAMS, FIT_INPUT_COLUMNS, FITS_COLUMNS, STATS, require_columns
 from fitting.errors import UserError
 from fitting.model import HYPOTHESES, fit_curve
 
+ALL_PROBES = "all"  # --probe-id all: pool every probe
+
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "massive_dynamics.fits_schema_version"  # parquet file metadata
-REQUIRED = ("model", "step", "seq", "layer", "top1", "top2", "top3", "median")
-STATS = ("top1", "top2", "top3", "median")
 # Per-model provenance copied from the measurements when present (distinct values joined by ",").
 CARRIED = ("probe_id", "dtype", "device")
-EQ9 = ("A", "lam", "gamma", "t0", "K")
 # Below this many single fits (about 50 ms each), a process pool costs more to start than it saves.
 POOL_MIN_FITS = 16
 
@@ -83,22 +85,33 @@ SERIES = {
 }
 
 
-SERIES_LABELS = {
-    "ratio": "mean top-1 / mean median of |h|  (Eq. 8)",
-    "ratio_mean": "mean over sequences of top-1 / median of |h|",
-    "top1": "mean top-1 of |h|",
-    "median": "mean median of |h|",
-    "top2_ratio": "mean top-2 / mean median of |h|",
-    "top3_ratio": "mean top-3 / mean median of |h|",
-}
-
-
-def check_measurements(measurements, name="the measurements table"):
+def check_measurements(measurements: pl.DataFrame, name: str = "the measurements table") -> None:
     """Raise UserError unless the table has the columns the fit needs."""
-    missing = [c for c in REQUIRED if c not in measurements.columns]
-    if missing:
-        raise UserError(f"{name} lacks column(s) {', '.join(missing)}; a measurements table needs "
-                        f"{', '.join(REQUIRED)}")
+    require_columns(measurements, FIT_INPUT_COLUMNS, name)
+
+
+def select_probe(measurements: pl.DataFrame, probe_id: str | None = None) -> pl.DataFrame:
+    """The rows of one probe: `probe_id` when given (`all` keeps every probe); without it, a UserError when a model
+    was measured with several probes, since averaging sequences of different probes mixes two experiments."""
+    if "probe_id" not in measurements.columns:
+        if probe_id not in (None, ALL_PROBES):
+            raise UserError("--probe-id given, but the measurements have no probe_id column; leave it out")
+        return measurements
+    if probe_id == ALL_PROBES:
+        return measurements
+    if probe_id is not None:
+        chosen = measurements.filter(pl.col("probe_id") == probe_id)
+        if chosen.is_empty():
+            found = ", ".join(measurements["probe_id"].drop_nulls().unique().sort().to_list())
+            raise UserError(f"no measurements with probe id {probe_id!r}; the measurements have {found}")
+        return chosen
+    probes = measurements.group_by("model").agg(pl.col("probe_id").drop_nulls().unique().sort())
+    several = probes.filter(pl.col("probe_id").list.len() > 1)
+    if several.height:
+        model, ids = several.sort("model").row(0)
+        raise UserError(f"model {model} was measured with several probes ({', '.join(ids)}); pass --probe-id ID to "
+                        f"use one, or --probe-id {ALL_PROBES} to average sequences of different probes together")
+    return measurements
 
 
 def _series_function(series):
@@ -114,7 +127,7 @@ def layer_stats(measurements):
     """
     check_measurements(measurements)
     table = (
-        measurements.select(REQUIRED)
+        measurements.select(FIT_INPUT_COLUMNS)
         .with_columns(pl.col(STATS).cast(pl.Float64).fill_nan(None))
         .group_by("model", "layer", "step", "seq")
         .agg(pl.col(STATS).mean())
@@ -153,7 +166,7 @@ def _row(model, fit):
     eq9 = {**fit.params, **model.eq9_fixed} if model.eq9_fixed is not None and fit.params else {}
     stderr = (fit.stderr or {}) if eq9 else {}
     row = {"hypothesis": model.hypothesis}
-    for name in EQ9:
+    for name in EQ9_PARAMS:
         row |= {name: eq9.get(name), f"{name}_se": stderr.get(name)}
     row |= {"r2": _null_if_nan(fit.r2), "aic": _null_if_nan(fit.aic), "bic": _null_if_nan(fit.bic),
             "n_points": fit.n_points, "success": fit.success, "message": fit.message, "t_peak": fit.t_peak,
@@ -164,7 +177,7 @@ def _row(model, fit):
 
 def _bootstrap_columns(model, fit, steps, stats, function, weights):
     """2.5 and 97.5 % percentiles of the Eq. 9 parameters and t_peak over resampled probe sequences."""
-    draws = {name: [] for name in (*EQ9, "t_peak")}
+    draws = {name: [] for name in (*EQ9_PARAMS, "t_peak")}
     n_boot = 0
     for w in weights:
         refit = fit_curve(model, steps, function(stats, w), start=fit.params)
@@ -204,12 +217,12 @@ def _fit_layer(task):
 
 def _schema(bootstrap, carried):
     schema = {"model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String}
-    schema |= {name: pl.Float64 for name in EQ9}
-    schema |= {f"{name}_se": pl.Float64 for name in EQ9}
+    schema |= {name: pl.Float64 for name in EQ9_PARAMS}
+    schema |= {f"{name}_se": pl.Float64 for name in EQ9_PARAMS}
     schema |= {"r2": pl.Float64, "aic": pl.Float64, "bic": pl.Float64, "n_points": pl.Int32, "success": pl.Boolean,
                "message": pl.String, "t_peak": pl.Float64, "params": pl.String, "params_se": pl.String}
     if bootstrap:
-        for name in (*EQ9, "t_peak"):
+        for name in (*EQ9_PARAMS, "t_peak"):
             schema |= {f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64}
         schema["n_boot"] = pl.Int32
     return schema | {c: pl.String for c in carried}
@@ -252,16 +265,28 @@ def write_fits(fits, path):
     fits.write_parquet(path, metadata={SCHEMA_KEY: str(SCHEMA_VERSION)})
 
 
-def read_fits(path):
-    """Read a fits table written by `write_fits`; UserError if it is missing or of another schema version."""
+def read_fits(path: str | Path) -> pl.DataFrame:
+    """A fits table (parquet, or CSV) judged by its columns: `mdyn fit`'s own, or one a user filtered and saved.
+
+    A parquet file without this package's schema-version mark (polars drops it on a re-save) is read as it is;
+    one with another version's mark with a warning; either way it needs the columns readers use (`FITS_COLUMNS`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no fits table at {path}; run `mdyn fit` to make one")
     try:
-        version = pl.read_parquet_metadata(path).get(SCHEMA_KEY)
-    except (OSError, pl.exceptions.ComputeError) as err:
-        raise UserError(f"cannot read fits table {path}: {err}; run `mdyn fit` to make one") from None
-    if version != str(SCHEMA_VERSION):
-        raise UserError(f"{path} is a fits table of schema version {version}, this package reads "
-                        f"{SCHEMA_VERSION}; refit with `mdyn fit`")
-    return pl.read_parquet(path)
+        if path.suffix.lower() == ".csv":
+            fits, version = pl.read_csv(path), None
+        else:
+            fits, version = pl.read_parquet(path), pl.read_parquet_metadata(path).get(SCHEMA_KEY)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise UserError(f"cannot read the fits table {path} ({' '.join(str(err).split())[:160]}); pass a parquet or "
+                        "CSV file written by `mdyn fit`") from None
+    require_columns(fits, FITS_COLUMNS, f"the fits table {path}")
+    if version not in (None, str(SCHEMA_VERSION)):
+        warnings.warn(f"{path} is marked as fits schema version {version}, this package writes {SCHEMA_VERSION}; "
+                      "reading it by its columns (refit with `mdyn fit` if a figure looks wrong)", stacklevel=2)
+    return fits
 
 
 def r2_summary(fits, hypothesis="emergence"):

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from fitting.contracts import ARCHITECTURE_COLUMNS, EQ9_PARAMS, FITS_COLUMNS, Architecture, require_columns
 from fitting.errors import UserError
-from predictors.features import FEATURES, Architecture, layer_features
+from predictors.features import FEATURES, layer_features
 
-TARGETS = ("A", "lam", "gamma", "t0", "K")
+TARGETS = EQ9_PARAMS
 # log1p is the paper's transform for these; it is undefined at or below -1.
 LOG1P_TARGETS = ("A", "lam", "gamma", "t0")
-ARCHITECTURE_COLUMNS = ("model", "n_layers", "d_model", "n_heads", "d_ff")
-FITS_COLUMNS = ("model", "layer", "series", "hypothesis", "success", *TARGETS)
 
 
 def read_table(path: Path, what: str) -> pl.DataFrame:
@@ -34,7 +33,7 @@ def read_table(path: Path, what: str) -> pl.DataFrame:
 
 def architectures_by_model(table: pl.DataFrame) -> dict[str, Architecture]:
     """The validated architecture of every model of an architectures table."""
-    _require_columns(table, ARCHITECTURE_COLUMNS, "architectures table")
+    require_columns(table, ARCHITECTURE_COLUMNS, "the architectures table")
     duplicated = table.filter(pl.col("model").is_duplicated())["model"].unique().to_list()
     if duplicated:
         raise UserError(f"the architectures table lists {sorted(duplicated)} more than once: keep one row per model")
@@ -53,7 +52,7 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
     Columns: model, layer, series, `FEATURES`, `TARGETS`; one row per (model, layer), sorted. Rows whose A, lam,
     gamma or t0 is <= -1 are dropped with a warning, since their log1p transform is undefined.
     """
-    _require_columns(fits, FITS_COLUMNS, "fits table")
+    require_columns(fits, FITS_COLUMNS, "the fits table")
     available = sorted(fits["series"].unique().drop_nulls().to_list())
     if series not in available:
         raise UserError(f"the fits table has no series {series!r}; it has {available}: pass one of those as --series")
@@ -110,7 +109,3 @@ def table_hash(table: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _require_columns(table: pl.DataFrame, columns, what: str) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise UserError(f"the {what} lacks the columns {missing}: it needs {', '.join(columns)}")

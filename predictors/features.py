@@ -9,11 +9,11 @@ with every trained predictor (`FEATURE_CONVENTION`) and checked when one is load
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fitting.contracts import FIELD_MEANINGS, Architecture
 from fitting.errors import UserError
 
 FEATURES = ("l/L", "(l/L)^2", "(l/L)^3", "sqrt(l/L)", "H/d", "d_ff/d", "d/L", "H/L", "log d", "l*L")
@@ -25,35 +25,6 @@ CONFIG_FIELDS = {
     "d_model": ("hidden_size", "n_embd"),
     "n_heads": ("num_attention_heads", "n_head"),
     "d_ff": ("intermediate_size", "n_inner"),
-}
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The four numbers the features need: decoder blocks L, hidden size d, attention heads H, MLP width d_ff."""
-
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_ff: int
-
-    def __post_init__(self):
-        for name in ("n_layers", "d_model", "n_heads", "d_ff"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}: give the model's {_MEANING[name]}")
-        if self.d_model % self.n_heads:
-            raise UserError(
-                f"n_heads={self.n_heads} does not divide d_model={self.d_model}: choose a head count that divides "
-                "the hidden size"
-            )
-
-
-_MEANING = {
-    "n_layers": "number of decoder blocks (--layers, num_hidden_layers)",
-    "d_model": "hidden size (--hidden, hidden_size)",
-    "n_heads": "number of attention heads (--heads, num_attention_heads)",
-    "d_ff": "MLP width (--ffn, intermediate_size)",
 }
 
 
@@ -82,7 +53,7 @@ def from_config(config) -> Architecture:
     for name, keys in CONFIG_FIELDS.items():
         key = next((k for k in keys if k in fields), None)
         if key is None:
-            raise UserError(f"{where} has no {' or '.join(keys)}: add the {_MEANING[name]} to it")
+            raise UserError(f"{where} has no {' or '.join(keys)}: add the {FIELD_MEANINGS[name]} to it")
         values[name] = fields[key]
     if values["d_ff"] is None:  # GPT-2 writes n_inner: null for the default width
         values["d_ff"] = 4 * values["d_model"]

@@ -6,17 +6,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from fitting.contracts import SERIES_LABELS
 from predictors.predict import Prediction
-
-SERIES_LABELS = {
-    "ratio": "top-1 / median |activation| (ratio of means)",
-    "ratio_mean": "top-1 / median |activation| (mean of ratios)",
-    "top1": "top-1 |activation|",
-    "median": "median |activation|",
-    "top2_ratio": "top-2 / median |activation|",
-    "top3_ratio": "top-3 / median |activation|",
-}
-
 
 def prediction_figure(prediction: Prediction, series: str, title: str, level: float = 0.9) -> Figure:
     """Predicted curve of each layer, coloured by depth (cividis, colour-blind safe), with its `level` band."""

@@ -12,12 +12,9 @@ import numpy as np
 import polars as pl
 
 from fitting.curves import emergence, t_peak
+from fitting.errors import ExtrapolationWarning
 from predictors.features import FEATURES, Architecture, layer_features
 from predictors.trained import TrainedPredictor
-
-
-class ExtrapolationWarning(UserWarning):
-    """A feature of the planned architecture lies outside the range seen in training."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """A trained predictor with the provenance of its training data; saved and loaded with skops, never pickle."""
 
 import datetime
-import importlib.metadata
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -12,6 +11,7 @@ import sklearn
 import skops.io
 from sklearn.base import clone
 
+from fitting.contracts import package_version
 from fitting.errors import UserError
 from predictors.dataset import TARGETS, table_hash
 from predictors.features import FEATURE_CONVENTION, FEATURES
@@ -51,14 +51,6 @@ class TrainedPredictor:
     @property
     def kind(self) -> str:
         return self.estimator.kind
-
-
-def package_version() -> str:
-    """The installed massive-dynamics version, or 'unknown' when running from a source tree that is not installed."""
-    try:
-        return importlib.metadata.version("massive-dynamics")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def train(table: pl.DataFrame, estimator: EmergencePredictor | None = None) -> TrainedPredictor:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dynamics.cli import options
+from fitting.errors import UserError
 
 DEFAULT_OUT = Path("demo-output")
 SUITE_CACHE = Path(".suite-cache") / "hub"
@@ -47,7 +48,15 @@ def demo(
     from dynamics import store
     from dynamics.cli import fit, predict, report, suite, sweep, train
     from dynamics.corpus import DATA_DIR
+    from dynamics.suite import PRESETS, build_suite, write_suite_tables
+    from dynamics.sweep import Settings
+    from fitting.table import fit_table, hypothesis_summary, r2_summary, write_fits
+    from predictors.features import from_spec
+    from predictors.trained import load
 
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    options.quiet_transformers()
     console = Console()
     timings: list[tuple[str, float]] = []
     shipped = DATA_DIR / "tiny-suite"
@@ -62,28 +71,34 @@ def demo(
         console.print(f"[green]{name}[/]: {timings[-1][1]:.1f} s")
 
     with stage("1. build the demo suite"):
-        suite.build(preset=preset, cache=cache, out=out / "suite", device=device, threads=threads, steps=None)
-    demo_models = pl.read_csv(out / "suite" / "architectures.csv")["model"].to_list()
+        manifest = build_suite(PRESETS[preset], cache, device=device, threads=threads, console=console)
+        suite.show_suite(console, manifest, cache)
+        write_suite_tables(manifest, out / "suite")
     with stage("2. sweep"):
-        for model in demo_models:
-            sweep.sweep(targets=[model], store_dir=out / "store", probe="embedded", n_seq=10, batch_size=10, bos=True, device=device,
-                        keep_checkpoints=True, offline=True, cache_dir=cache)
+        settings = Settings(probe="embedded", n_seq=10, batch_size=10, bos=True, device=device).check()
+        plans = sweep.plan_targets(console, [m["model"] for m in manifest["models"]], out / "store", "all", settings,
+                                   offline=True, cache_dir=cache, eviction="keep")
+        sweep.sweep_locally(console, plans, out / "store", settings)
     with stage("3. fit"):
         measurements = pl.concat([store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")],
                                  how="diagonal_relaxed")
         measurements.write_parquet(out / "measurements.parquet")
-        fit.fit(store=out / "measurements.parquet", out=out / "fits.parquet", hypotheses="all")
+        with console.status("fitting every layer with every hypothesis"):
+            fits = fit_table(measurements, series="ratio")
+        write_fits(fits, out / "fits.parquet")
+        fit.show_summary(console, fits, r2_summary(fits), hypothesis_summary(fits))
     with stage("4. train a predictor"):
         architectures = pl.concat([pl.read_csv(shipped / "architectures.csv"), pl.read_csv(out / "suite" / "architectures.csv")])
         architectures.write_csv(out / "architectures.csv")
-        train.train(fits=out / "fits.parquet", out=out / "predictor.skops", architectures=out / "architectures.csv",
-                    protocol="lomo", compare=False)
+        train.run_training(console, out / "fits.parquet", out / "predictor.skops", out / "architectures.csv",
+                           protocol="lomo", compare=False)
     with stage("5. predict a planned architecture"):
-        predict.predict(predictor=out / "predictor.skops", out=out / "prediction", steps=3000, **PLANNED)
-    inputs = {"store": out / "measurements.parquet", "fits": out / "fits.parquet",
-              "predictor": out / "predictor.skops", "architectures": out / "architectures.csv"}
+        (out / "prediction").mkdir(exist_ok=True)
+        predict.run_prediction(console, load(out / "predictor.skops"), from_spec(**PLANNED), steps=3000,
+                               out=out / "prediction")
     with stage("6. figures and report"):
-        report.report(out=out, figures_dir=out / "figures", **inputs)
+        report.write_report(console, out / "measurements.parquet", out, out / "fits.parquet",
+                            out / "predictor.skops", out / "architectures.csv", figures_dir=out / "figures")
 
     table = Table(title=f"demo finished: everything is in {out.resolve()}")
     table.add_column("stage")

@@ -5,25 +5,19 @@ from typing import Annotated
 
 import typer
 
+from dynamics.cli.figure_options import (
+    Architectures,
+    Fits,
+    Jobs,
+    NEstimators,
+    Predictor,
+    ProbeId,
+    Series,
+    Store,
+    read_inputs,
+)
+from dynamics.cli.paths import check_output_dir
 from fitting.errors import UserError
-
-Store = Annotated[Path, typer.Option(
-    help="A results store (every parquet file under STORE/measurements/ is read) or one measurements parquet file.")]
-Fits = Annotated[Path | None, typer.Option(
-    help="Fits table written by `mdyn fit` (with --hypotheses all for Table 5). Default: fit the store here, "
-    "every hypothesis, and write OUT/fits.parquet.")]
-Predictor = Annotated[Path | None, typer.Option(
-    help="A predictor written by `mdyn train`, for Figs 9 and 10 (skipped without it).")]
-Architectures = Annotated[Path | None, typer.Option(
-    help="CSV or parquet with model, n_layers, d_model, n_heads, d_ff, n_params per model, for Fig 2 and "
-    "Table 3. Default: the shipped tables (the nine Pythia models and the tiny suite).")]
-Series = Annotated[str, typer.Option(help="The fitted series drawn: ratio (paper Eq. 8), ratio_mean, top1, median, "
-                                     "top2_ratio or top3_ratio.")]
-ProbeId = Annotated[str | None, typer.Option(
-    help="Use only the measurements of this probe id (needed when a model was measured with several probes).")]
-Jobs = Annotated[int | None, typer.Option(help="Worker processes for fitting the store. Default: every core.", min=1)]
-NEstimators = Annotated[int, typer.Option(help="Trees or boosting rounds of the regressors of Table 3.", min=1)]
-
 
 def figures(
     store: Store,
@@ -51,86 +45,19 @@ def figures(
 
     if format not in FORMATS:
         raise UserError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    check_output_dir(out)
     console = Console(soft_wrap=True)
     with warnings_as_messages():
-        inputs, note, _ = load_inputs(console, store, out, fits, predictor, architectures, series, probe_id,
-                                      n_estimators, jobs)
-        if note:
-            console.print(note, style="yellow", markup=False)
+        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators,
+                             jobs)
         written = skipped = 0
-        for built in build_all(inputs):
+        for built in build_all(loaded.inputs):
             if built.skipped:
                 skipped += 1
                 console.print(f"skipped {built.item.name}: {built.skipped}", markup=False)
                 continue
-            for path in save(built, out, format, note):
+            for path in save(built, out, format, loaded.note):
                 console.print(f"wrote {path}", markup=False)
             written += 1
     console.print(f"{written} figures and tables in {out}" + (f", {skipped} skipped" if skipped else ""),
                   markup=False)
-
-
-def load_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators, jobs):
-    """(`Inputs`, tiny-suite note or None, sources: name -> description) from the command-line options.
-
-    Without --fits, every hypothesis is fitted to the store and the table is written to OUT/fits.parquet.
-    """
-    import polars as pl
-
-    from dynamics.cli.fit import read_measurements
-    from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite, shipped_architectures
-    from dynamics.figures.catalog import Inputs
-    from fitting.table import SERIES, fit_table, read_fits, write_fits
-    from predictors.dataset import read_table
-    from predictors.trained import load
-
-    if series not in SERIES:
-        raise UserError(f"unknown --series {series!r}; choose one of {', '.join(SERIES)}")
-    measurements = select_probe(read_measurements(store), probe_id)
-    sources = {"measurements": f"{store} ({measurements.height} rows)"}
-    trained = load(predictor) if predictor is not None else None
-    table = read_table(architectures, "architectures") if architectures is not None else shipped_architectures()
-    sources["architectures"] = str(architectures) if architectures is not None else "shipped tables (data/)"
-    if fits is not None:
-        fitted = read_fits(fits)
-        sources["fits"] = str(fits)
-    else:
-        n_layers = measurements.select("model", "layer").n_unique()
-        with console.status(f"no --fits: fitting the {series} series of {n_layers} layers with every hypothesis"):
-            fitted = fit_table(measurements, series=series, n_jobs=jobs)
-        out.mkdir(parents=True, exist_ok=True)
-        write_fits(fitted, out / "fits.parquet")
-        console.print(f"no --fits: fitted {series} of {n_layers} layers with every hypothesis; wrote "
-                      f"{out / 'fits.parquet'} (pass it as --fits next time)", markup=False)
-        sources["fits"] = f"fitted from the measurements, every hypothesis, series {series}"
-    if trained is not None:
-        sources["predictor"] = (f"{predictor} ({trained.kind}, series {trained.series}, {trained.n_samples} "
-                                f"layers of {len(trained.models)} models, trained {trained.trained_at})")
-    if "probe_id" in measurements.columns:
-        sources["probe ids"] = ", ".join(measurements["probe_id"].cast(pl.String).unique().sort().to_list())
-    tiny = any(is_tiny_suite(m) for m in measurements["model"].unique().to_list())
-    inputs = Inputs(measurements, fitted, table, trained, series=series, n_estimators=n_estimators)
-    return inputs, TINY_SUITE_CAVEAT if tiny else None, sources
-
-
-def select_probe(measurements, probe_id):
-    """The rows of one probe: `probe_id` when given; a UserError when a model has several and none is given."""
-    import polars as pl
-
-    if "probe_id" not in measurements.columns:
-        if probe_id is not None:
-            raise UserError("--probe-id given, but the measurements have no probe_id column; leave it out")
-        return measurements
-    if probe_id is not None:
-        chosen = measurements.filter(pl.col("probe_id") == probe_id)
-        if chosen.is_empty():
-            found = ", ".join(measurements["probe_id"].unique().sort().to_list())
-            raise UserError(f"no measurements with probe id {probe_id!r}; the store has {found}")
-        return chosen
-    probes = measurements.group_by("model").agg(pl.col("probe_id").unique().sort())
-    several = probes.filter(pl.col("probe_id").list.len() > 1)
-    if several.height:
-        model, ids = several.row(0)
-        raise UserError(f"model {model} was measured with several probes ({', '.join(ids)}); pass --probe-id to "
-                        "choose one, so that sequences of different probes are not averaged together")
-    return measurements

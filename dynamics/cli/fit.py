@@ -5,32 +5,8 @@ from typing import Annotated
 
 import typer
 
+from dynamics.cli.paths import check_output_file
 from fitting.errors import UserError
-
-
-def read_measurements(store):
-    """The measurements of a store folder (every parquet under STORE/measurements/) or of one parquet file."""
-    import polars as pl
-
-    from fitting.table import check_measurements
-
-    store = Path(store)
-    if store.is_dir():
-        files = sorted((store / "measurements").glob("**/*.parquet"))
-        if not files:
-            raise UserError(f"no measurements in {store}: expected parquet files under {store / 'measurements'}; "
-                            "run `mdyn sweep` into this store first, or pass one measurements parquet file")
-    elif store.is_file():
-        files = [store]
-    else:
-        raise UserError(f"--store {store} does not exist; pass a store folder or a measurements parquet file")
-    try:
-        frames = [pl.read_parquet(f) for f in files]
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise UserError(f"cannot read measurements from {store}: {str(err).splitlines()[0]}") from None
-    measurements = pl.concat(frames, how="diagonal_relaxed")
-    check_measurements(measurements, str(store))
-    return measurements
 
 
 def fit(
@@ -56,6 +32,9 @@ def fit(
         "log-step axis.")] = None,
     jobs: Annotated[int | None, typer.Option(help="Worker processes. Default: every core.", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    probe_id: Annotated[str | None, typer.Option(
+        help="Fit only the measurements of this probe id; `all` averages the sequences of every probe together. "
+        "Needed when a model was measured with several probes.")] = None,
 ) -> None:
     """Fit A·exp(-λx)·log(x) + K, x = γt + t0 (paper Eq. 9) to every (model, layer) of a measurements table.
 
@@ -64,20 +43,27 @@ def fit(
     """
     from rich.console import Console
 
+    from dynamics.cli.messages import warnings_as_messages
+    from dynamics.store import read_measurements
     from fitting.model import HYPOTHESES, EmergenceModel
-    from fitting.table import SERIES, fit_table, hypothesis_summary, r2_summary, write_fits
+    from fitting.table import SERIES, fit_table, hypothesis_summary, r2_summary, select_probe, write_fits
 
     if series not in SERIES:
         raise UserError(f"unknown series {series!r}; choose one of {', '.join(SERIES)}")
     chosen = {"emergence": (EmergenceModel,), "all": HYPOTHESES}.get(hypotheses)
     if chosen is None:
         raise UserError(f"unknown --hypotheses {hypotheses!r}; choose emergence or all")
-    measurements = read_measurements(store)
     console = Console(soft_wrap=True)
     default_dir = store if store.is_dir() else store.parent
+    target = out or (default_dir / (f"fit_{_safe(plot[0])}_layer{plot[1]}_{series}.png" if plot else "fits.parquet"))
+    check_output_file(target, (".png", ".pdf", ".svg") if plot else (".parquet",), "--out")
+    with warnings_as_messages():
+        measurements = select_probe(read_measurements(store), probe_id)
 
     if plot is not None:
         import polars as pl
+
+        from dynamics.figures.fitplots import layer_figure
 
         model, layer = plot
         part = measurements.filter((pl.col("model") == model) & (pl.col("layer") == layer))
@@ -86,30 +72,25 @@ def fit(
             known = ", ".join(f"{m} {l}" for m, l in layers.head(8).iter_rows())
             raise UserError(f"no measurements for model {model!r} layer {layer}; some that exist: {known}")
         fits = fit_table(part, series=series, hypotheses=chosen, n_jobs=1)
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)
-        path = out or default_dir / f"fit_{safe}_layer{layer}_{series}.png"
-        if path.suffix.lower() not in (".png", ".pdf", ".svg"):
-            raise UserError(f"--out {path}: with --plot, give a .png, .pdf or .svg file")
-        _plot_layer(part, fits, series, path)
-        console.print(f"wrote {path}", markup=False)
+        layer_figure(part, fits, model, layer, series).savefig(target, dpi=120)
+        console.print(f"wrote {target}", markup=False)
         return
 
-    target = out or default_dir / "fits.parquet"
     if target.resolve() == store.resolve():
         raise UserError(f"--out {target} would overwrite the measurements; choose another file")
     with console.status(f"fitting {series} per layer"):
         fits = fit_table(measurements, series=series, hypotheses=chosen, bootstrap=bootstrap, seed=seed,
                          n_jobs=jobs)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_fits(fits, target)
-    except OSError as err:
-        raise UserError(f"cannot write {target}: {err.strerror or err}; choose another --out") from None
-    _print_summary(console, fits, r2_summary(fits), hypothesis_summary(fits) if len(chosen) > 1 else None)
+    write_fits(fits, target)
+    show_summary(console, fits, r2_summary(fits), hypothesis_summary(fits) if len(chosen) > 1 else None)
     console.print(f"wrote {target} ({fits.height} rows)", markup=False)
 
 
-def _print_summary(console, fits, summary, by_hypothesis):
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def show_summary(console, fits, summary, by_hypothesis):
     """The Table 1 analogue, the failures, and with several hypotheses the Table 5 analogue."""
     import polars as pl
     from rich.table import Table
@@ -137,47 +118,3 @@ def _print_summary(console, fits, summary, by_hypothesis):
                       markup=False)
     if failed.height > 20:
         console.print(f"... and {failed.height - 20} more failures (column success in the table)")
-
-
-def _plot_layer(measurements, fits, series, path):
-    """Points of one layer's series, each fitted hypothesis and the Eq. 9 peak step, on a log-step axis."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from fitting.model import HYPOTHESES
-    from fitting.table import SERIES_LABELS, series_table
-
-    points = series_table(measurements, series)
-    steps, values = points["step"].to_numpy(), points["value"].to_numpy()
-    curve_t = np.concatenate([[0.0], np.logspace(0, np.log10(max(steps.max(), 1)), 400)])
-    functions = {cls.hypothesis: cls().func for cls in HYPOTHESES}
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(steps, values, "o", ms=4, color="black", label="measured")
-    for row in fits.iter_rows(named=True):
-        if row["params"] is None:
-            continue
-        params = json.loads(row["params"])
-        style = "-" if row["hypothesis"] == "emergence" else "--"
-        ax.plot(curve_t, functions[row["hypothesis"]](curve_t, **params), style,
-                label=f"{row['hypothesis']}  R² = {row['r2']:.4f}" + ("" if row["success"] else " (failed)"))
-        if row["hypothesis"] == "emergence" and np.isfinite(row["t_peak"]):
-            # A peak far beyond the data is an extrapolation; drawing it would squeeze the data into a corner.
-            if row["t_peak"] <= 10 * steps.max():
-                ax.axvline(row["t_peak"], color="grey", ls=":", label=f"peak at step {row['t_peak']:.0f}")
-            else:
-                ax.plot([], [], " ", label=f"peak extrapolated to step {row['t_peak']:.3g}")
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("training step (log scale; step 0 at the left)")
-    ax.set_ylabel(SERIES_LABELS[series])
-    ax.set_title(f"{fits['model'][0]}, layer {fits['layer'][0]}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""`mdyn measure`: one checkpoint, every layer, printed and stored."""
+"""`mdyn measure`: one checkpoint, every layer, printed and stored (a one-revision plan of the sweep engine)."""
 
 import os
 from pathlib import Path
@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 
 from dynamics.cli import options
+from fitting.errors import UserError
 
 
 def measure(
     model: Annotated[str, typer.Argument(help="A hub repo id (e.g. EleutherAI/pythia-70m) or a local model folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Store folder to write into (created if missing).")],
+    store_dir: Annotated[Path | None, typer.Option("--store", help="Store folder to write into (created if missing; "
+                                                   "required).")] = None,
     revision: Annotated[str, typer.Option(help="Hub revision (a branch), e.g. step1000. Ignored for a local folder.")] = "main",
     probe: options.Probe = "auto",
     probe_text: options.ProbeText = None,
@@ -24,52 +26,47 @@ def measure(
     bos: options.Bos = False,
     offline: options.Offline = False,
     cache_dir: options.CacheDir = None,
+    model_name: options.Model = None,
+    lock_timeout: options.LockTimeout = 300.0,
+    out: options.OldOut = None,
 ) -> None:
     """Measure the peak activations of every layer of one checkpoint on a probe set.
 
     For each probe sequence and decoder block: top-1/2/3 and median of |h| over all positions and dimensions of
     the block's output (the residual stream), and where the top-1 sits. Prints a per-layer summary (means
     over sequences; ratio = mean top-1 / mean median, paper Eq. 8) and writes one parquet shard into the store.
+    A checkpoint the store already holds with this probe is not measured again: its stored rows are shown.
     """
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    store_dir = store_dir or out
+    if store_dir is None:
+        raise UserError("missing --store: give the store folder to write into")
     from dynamics import store
-    from dynamics.measure import measure as measure_model
-    from dynamics.models import load_model, load_tokenizer, resolve_device, resolve_dtype
-    from dynamics.probes import make_probes, resolve_seq_len
     from dynamics.revisions import PYTHIA
-    from dynamics.sources import check_weights, local_checkpoint, open_source
-    from transformers.utils import logging
+    from dynamics.sources import ModelFolderSource, open_source
+    from dynamics.sweep import plan_revisions, run
+    from fitting.contracts import MEASURED
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    store.check_store(out)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    folder, online = Path(model), False
-    if folder.is_dir():
-        model_id, revision, fingerprint = local_checkpoint(folder)
-    else:
-        source = open_source(model, offline=offline or None, cache_dir=cache_dir)
-        model_id, folder, fingerprint = source.model, source.fetch(revision), source.fingerprint(revision)
-        online = not source.offline
-    check_weights(folder)
-    net = load_model(folder, torch_dtype, torch_device)
-    probes = make_probes(probe, probe_text, load_tokenizer(folder), n_seq, resolve_seq_len(net.config, seq_len),
-                         hub_model=online, bos=bos)
-    stats = measure_model(net, probes.token_ids, batch_size=batch_size, reduce_dtype=reduce_dtype)
-    rows = store.as_measurements(
-        stats, model=model_id, revision=revision, step=PYTHIA.step(revision), commit=fingerprint.commit,
-        weights_sha256=fingerprint.weights_sha256, probe_id=probes.probe_id,
-        dtype=str(torch_dtype).removeprefix("torch."), device=str(torch_device),
-    )
-    root = store.open_store(out)
-    with store.store_lock(root):
-        path = store.write_shard(root, "measurements", rows)
-    _print_summary(rows, probes, path)
+    options.quiet_transformers()
+    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos)
+    store.check_store(store_dir)
+    source = open_source(model, offline=offline or None, cache_dir=cache_dir, eviction="keep", model=model_name,
+                         one_model=True)
+    if isinstance(source, ModelFolderSource):
+        revision = source.revision
+    the_plan = plan_revisions(source, store_dir, {revision: PYTHIA.step(revision)}, settings, lock_timeout)
+    ledger = run(source, store_dir, the_plan, settings, prefetch=False, lock_timeout=lock_timeout)
+    row = ledger.filter(ledger["revision"] == revision).row(0, named=True) if ledger.height else None
+    if row is not None and row["status"] not in MEASURED:
+        raise UserError(f"{source.model}@{revision} was not measured ({row['status']}): {row['detail']}")
+    rows = store.load(store_dir, store.MEASUREMENTS, source.model)
+    rows = rows.filter((rows["revision"] == revision) & (rows["probe_id"] == the_plan.probe.probe_id))
+    path = store.shard_path(store_dir, store.MEASUREMENTS, source.model, revision, the_plan.probe.probe_id)
+    _print_summary(rows, the_plan.probe, path, fresh=row is not None)
 
 
-def _print_summary(rows, probes, path: Path) -> None:
+def _print_summary(rows, probes, path: Path, fresh: bool) -> None:
     import polars as pl
     from rich.console import Console
     from rich.table import Table
@@ -98,4 +95,8 @@ def _print_summary(rows, probes, path: Path) -> None:
     if summary["nonfinite"].sum():
         console.print(f"[yellow]warning:[/] {summary['nonfinite'].sum()} non-finite entries (see n_nonfinite); "
                       "try --dtype float32")
-    console.print(f"wrote {path}")
+    if fresh:
+        console.print(f"wrote {path}", markup=False)
+    else:
+        console.print(f"already in the store, measured {first['measured_at']:%Y-%m-%d %H:%M} UTC: {path}",
+                      markup=False)

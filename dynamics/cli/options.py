@@ -1,4 +1,4 @@
-"""Command-line options shared by the commands that measure (`measure`, `sweep`)."""
+"""Command-line options shared by the commands that measure (`measure`, `sweep`), and what they turn into."""
 
 from pathlib import Path
 from typing import Annotated
@@ -43,3 +43,52 @@ CacheDir = Annotated[
     Path | None,
     typer.Option(help="Hugging Face hub cache to download into and read from. Default: $HF_HUB_CACHE (~/.cache/huggingface/hub)."),
 ]
+Store = Annotated[Path, typer.Option("--store", help="Store folder to write into (created if missing).")]
+# `mdyn measure --out` was the store's old name there; it stays as a hidden alias.
+OldOut = Annotated[Path | None, typer.Option("--out", hidden=True)]
+LockTimeout = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds to wait for the store's writer lock when another process holds it, saying "
+                 "who does, before giving up."),
+]
+Model = Annotated[
+    str | None,
+    typer.Option(help="Model name to record a local folder's checkpoints under. Default: the folder's name (the "
+                 "parent's for a stepN folder); a store refuses a second folder of the same name."),
+]
+KeepCheckpoints = Annotated[
+    bool,
+    typer.Option(help="Keep every revision's files in the HF cache. Default: delete after measuring only what this "
+                 "sweep downloaded itself (online); an offline cache is never touched."),
+]
+Evict = Annotated[
+    bool,
+    typer.Option(help="Delete each measured revision's snapshot from the HF cache, even if it was there before the "
+                 "sweep (e.g. to prune an offline cache you filled yourself); blobs other revisions or processes "
+                 "still use stay."),
+]
+
+
+def eviction(keep_checkpoints: bool, evict: bool) -> str | None:
+    """The HubSource eviction policy the two flags ask for (None: the source's default)."""
+    from fitting.errors import UserError
+
+    if keep_checkpoints and evict:
+        raise UserError("--keep-checkpoints and --evict contradict each other; pass one of them")
+    return "keep" if keep_checkpoints else "measured" if evict else None
+
+
+def settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos):
+    """The checked measurement settings of the measuring commands' options."""
+    from dynamics.sweep import Settings
+
+    return Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
+                    device=device, batch_size=batch_size, reduce_dtype=reduce_dtype, bos=bos).check()
+
+
+def quiet_transformers() -> None:
+    """No transformers log lines or progress bars between the command's own output."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from dynamics.cli.paths import check_output_dir
 from fitting.errors import UserError
 
 
@@ -31,11 +32,8 @@ def predict(
     it lies outside what the predictor was trained on.
     """
     from rich.console import Console
-    from rich.table import Table
 
-    from dynamics.cli.messages import warnings_as_messages
     from predictors.features import from_config, from_spec
-    from predictors.predict import predict_architecture
     from predictors.trained import load
 
     spec = {"--layers": layers, "--hidden": hidden, "--heads": heads}
@@ -50,6 +48,18 @@ def predict(
         raise UserError(f"--steps must be a positive number of training steps, got {steps}")
     arch = from_config(config) if config is not None else from_spec(layers, hidden, heads, ffn)
     trained = load(predictor)
+    if out is not None:
+        check_output_dir(out)
+    run_prediction(Console(), trained, arch, steps, out)
+
+
+def run_prediction(console, trained, arch, steps: int = 143_000, out: Path | None = None):
+    """Predict `arch`'s curves with a loaded predictor, print the table, and write the files into `out`."""
+    from rich.table import Table
+
+    from dynamics.cli.messages import warnings_as_messages
+    from predictors.predict import predict_architecture
+
     with warnings_as_messages():
         prediction = predict_architecture(trained, arch, steps=steps)
     planned = f"Predicted emergence for L={arch.n_layers}, d={arch.d_model}, H={arch.n_heads}, d_ff={arch.d_ff}"
@@ -62,14 +72,13 @@ def predict(
         cells = [f"{row[t]:.3g} [{row[t + '_lo']:.3g}, {row[t + '_hi']:.3g}]" for t in trained.targets]
         peak = "no peak" if math.isnan(row["t_peak"]) else f"{row['t_peak']:.3g}"
         table.add_row(str(row["layer"]), *cells, peak)
-    console = Console()
     console.print(table)
     if out is not None:
         from predictors.plot import prediction_figure
 
-        out.mkdir(parents=True, exist_ok=True)
         prediction.layers.write_parquet(out / "prediction.parquet")
         prediction.layers.write_csv(out / "prediction.csv")
         prediction.curves.write_parquet(out / "prediction_curves.parquet")
         prediction_figure(prediction, trained.series, f"{planned}\n{source}").savefig(out / "prediction.png", dpi=150)
         console.print(f"Wrote prediction.parquet, prediction.csv, prediction_curves.parquet, prediction.png to {out}")
+    return prediction

@@ -5,8 +5,18 @@ from typing import Annotated
 
 import typer
 
-from dynamics.cli.figures import Architectures, Fits, Jobs, NEstimators, Predictor, ProbeId, Series, Store
-from fitting.errors import UserError
+from dynamics.cli.figure_options import (
+    Architectures,
+    Fits,
+    Jobs,
+    NEstimators,
+    Predictor,
+    ProbeId,
+    Series,
+    Store,
+    read_inputs,
+)
+from dynamics.cli.paths import check_output_dir
 
 
 def report(
@@ -31,30 +41,36 @@ def report(
     """
     from rich.console import Console
 
-    from dynamics.cli.figures import load_inputs
+    check_output_dir(out)
+    if figures_dir is not None:
+        check_output_dir(figures_dir, "--figures-dir")
+    write_report(Console(soft_wrap=True), store, out, fits, predictor, architectures, series, probe_id, n_estimators,
+                 jobs, figures_dir)
+
+
+def write_report(console, store, out, fits=None, predictor=None, architectures=None, series="ratio", probe_id=None,
+                 n_estimators=200, jobs=None, figures_dir=None) -> Path:
+    """Read the inputs, draw everything, write OUT/report.html (and the files into `figures_dir`); its path."""
+    from dynamics import store as stores
     from dynamics.cli.messages import warnings_as_messages
     from dynamics.figures.catalog import build_all, save
     from dynamics.figures.report import provenance, render
-    from dynamics.store import load
-    from predictors.trained import package_version
+    from fitting.contracts import package_version
 
-    console = Console(soft_wrap=True)
     with warnings_as_messages():
-        inputs, note, sources = load_inputs(console, store, out, fits, predictor, architectures, series, probe_id,
-                                            n_estimators, jobs)
-        ledger = load(store, "ledger") if store.is_dir() else None
+        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators,
+                             jobs)
+        ledger = stores.load(store, stores.LEDGER) if Path(store).is_dir() else None
         with console.status("drawing the figures and tables"):
-            built = list(build_all(inputs))
-    page = render(built, provenance(inputs.measurements, ledger), sources, package_version(), note is not None)
-    path = out / "report.html"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err}; choose another --out") from None
+            built = list(build_all(loaded.inputs))
+    page = render(built, provenance(loaded.inputs.measurements, ledger), loaded.sources, package_version(),
+                  loaded.note is not None)
+    path = Path(out) / "report.html"
+    path.write_text(page, encoding="utf-8")
     for b in built:
         if b.skipped:
             console.print(f"skipped {b.item.name}: {b.skipped}", markup=False)
         elif figures_dir is not None:
-            save(b, figures_dir, "png", note)
+            save(b, figures_dir, "png", loaded.note)
     console.print(f"wrote {path}", markup=False)
+    return path

@@ -60,7 +60,6 @@ def build(
     activations of billion-parameter models.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from dynamics.suite import build_suite, write_suite_tables
 
@@ -69,14 +68,7 @@ def build(
     cache = cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
     console = Console()
     manifest = build_suite(PRESETS[preset], cache, device=device, threads=threads, steps=steps, console=console)
-
-    table = Table(title=f"tiny suite '{preset}': repos {manifest['suite']}/... in {cache}")
-    for column in ("model", "params", "steps", "lr", "final loss", "train s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for m in manifest["models"]:
-        table.add_row(m["model"].split("/", 1)[1], f"{m['n_params']:,}", str(m["recipe"]["steps"]), f"{m['recipe']['lr']:g}",
-                      f"{m['final_loss']:.3f}", f"{m['train_seconds']:.0f}")
-    console.print(table)
+    show_suite(console, manifest, cache)
     if out is not None:
         for path in write_suite_tables(manifest, out):
             console.print(f"wrote {path}")
@@ -84,6 +76,19 @@ def build(
         f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} --offline --probe embedded --bos --store runs",
         soft_wrap=True,
     )
+
+
+def show_suite(console, manifest: dict, cache: Path) -> None:
+    """The table of a built suite's models: parameters, steps, peak LR, final loss, training seconds."""
+    from rich.table import Table
+
+    table = Table(title=f"tiny suite '{manifest['preset']}': repos {manifest['suite']}/... in {cache}")
+    for column in ("model", "params", "steps", "lr", "final loss", "train s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in manifest["models"]:
+        table.add_row(m["model"].split("/", 1)[1], f"{m['n_params']:,}", str(m["recipe"]["steps"]), f"{m['recipe']['lr']:g}",
+                      f"{m['final_loss']:.3f}", f"{m['train_seconds']:.0f}")
+    console.print(table)
 
 
 app.command("build")(build)
@@ -111,21 +116,24 @@ def ship(
     from rich.console import Console
 
     from dynamics import store
-    from dynamics.cli.sweep import sweep
+    from dynamics.cli.sweep import plan_targets, sweep_locally
     from dynamics.suite import build_suite, write_suite_tables
+    from dynamics.sweep import Settings
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
-    manifest = build_suite(PRESETS[preset], cache, device=device, console=Console())
+    console = Console()
+    manifest = build_suite(PRESETS[preset], cache, device=device, console=console)
     sweep_store = cache.parent / f"{manifest['suite']}-store"
-    for model in manifest["models"]:
-        sweep(targets=[model["model"]], store_dir=sweep_store, probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device,
-              keep_checkpoints=True, offline=True, cache_dir=cache)
+    settings = Settings(probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device).check()
+    plans = plan_targets(console, [m["model"] for m in manifest["models"]], sweep_store, "all", settings,
+                         offline=True, cache_dir=cache, eviction="keep")
+    sweep_locally(console, plans, sweep_store, settings)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")
-    store.load(sweep_store, "ledger").write_parquet(out / "ledger.parquet")
+    store.load(sweep_store, store.LEDGER).write_parquet(out / "ledger.parquet")
     for path in (out / "measurements.parquet", out / "ledger.parquet", *write_suite_tables(manifest, out)):
-        Console().print(f"wrote {path}")
+        console.print(f"wrote {path}")
 
 
 app.command("ship")(ship)

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from dynamics.cli import options
-from fitting.errors import UserError
+from fitting.contracts import MEASURED, Status
+from fitting.errors import UnreadableShardWarning, UserError
 
 
 SLURM = "Slurm (with --executor slurm)"
@@ -26,9 +27,12 @@ def sweep(
     device: options.Device = "auto",
     batch_size: options.BatchSize = 1,
     bos: options.Bos = False,
-    keep_checkpoints: Annotated[bool, typer.Option(help="Keep each revision's files in the HF cache instead of evicting them after measuring (eviction keeps at most two snapshots on disk).")] = False,
+    keep_checkpoints: options.KeepCheckpoints = False,
+    evict: options.Evict = False,
     offline: options.Offline = False,
     cache_dir: options.CacheDir = None,
+    model_name: options.Model = None,
+    lock_timeout: options.LockTimeout = 300.0,
     executor: Annotated[str, typer.Option(help="local: measure here, one revision after another; slurm: submit one Slurm job array with one task per revision.")] = "local",
     partition: Annotated[str | None, typer.Option(help="Slurm partition (default: the cluster's default).", rich_help_panel=SLURM)] = None,
     gpus_per_task: Annotated[int | None, typer.Option(min=0, help="GPUs per task.", rich_help_panel=SLURM)] = None,
@@ -41,10 +45,12 @@ def sweep(
     """Measure every selected revision of one or more models' training checkpoints, resumably.
 
     Locally the next revision downloads while the current one is measured; each measured revision is written
-    to the store at once and then evicted from the cache. Revisions whose weights are byte-identical to
-    another's are flagged as duplicates before download and measured once. A revision that is missing, corrupt
-    or fails is recorded in the ledger (see `mdyn status`) and the sweep goes on; rerun the same command to
-    retry it. Several targets are swept one after another. Exits 1 only when nothing at all could be measured.
+    to the store at once. Afterwards the sweep deletes from the HF cache only what it downloaded itself
+    (--keep-checkpoints: nothing; --evict: the measured snapshots, also ones that were there before). Revisions
+    whose weights are byte-identical to another's are flagged as duplicates before download and measured once.
+    A revision that is missing, corrupt or fails is recorded in the ledger (see `mdyn status`) and the sweep goes
+    on; rerun the same command to retry it. Several targets are swept one after another. Exits 1 only when
+    nothing at all could be measured.
 
     With --executor slurm the same plan becomes one Slurm job array, one task per revision of all targets; the
     job script and task table go to STORE/slurm/. `mdyn status` follows the array; rerunning the command
@@ -55,12 +61,10 @@ def sweep(
     from rich.console import Console
 
     from dynamics import slurm, store
-    from dynamics.sources import expand_targets, open_source
-    from dynamics.sweep import Settings, plan, run
-    from transformers.utils import logging
+    from dynamics.cli.messages import warnings_as_messages
+    from dynamics.sources import expand_targets
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    options.quiet_transformers()
     console = Console(stderr=True)
     store.check_store(store_dir)
     resources = slurm.Resources(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
@@ -70,36 +74,64 @@ def sweep(
         raise UserError(f"unknown --executor {executor!r}; use local or slurm")
     if executor == "local" and resources != slurm.Resources():
         raise UserError("Slurm options (--partition, --time, ...) need --executor slurm; add it or drop them")
+    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos)
+    policy = options.eviction(keep_checkpoints, evict)
     max_array = slurm.check_cluster(resources) if executor == "slurm" else 0
-    settings = Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
-                        device=device, batch_size=batch_size, reduce_dtype=reduce_dtype, bos=bos)
-    sources = [open_source(target, offline=offline or None, cache_dir=cache_dir) for target in expand_targets(targets)]
-    plans = []
-    for source in sources:
-        the_plan = plan(source, store_dir, steps, settings)
-        console.print(f"{source.model}: {len(the_plan.to_measure)} to measure, {the_plan.already} already in {store_dir}, "
-                      f"{len(the_plan.settled)} settled without download; probe {the_plan.probe.source} "
-                      f"({the_plan.probe.n_seq} x {the_plan.probe.seq_len}, id {the_plan.probe.probe_id})")
-        plans.append((source, the_plan))
-    if executor == "slurm":
-        _submit(console, store_dir, plans, settings, resources, keep_checkpoints, max_array)
-        return
-    import polars as pl
-
-    ledgers = [run(source, store_dir, the_plan, settings, keep_checkpoints=keep_checkpoints) for source, the_plan in plans]
-    ledger = pl.concat(ledgers)
-    _print_outcome(console, ledger)
-    if ledger.height and not ledger["status"].is_in(["ok", "non_finite"]).any() and any(p.to_measure for _, p in plans):
+    with warnings_as_messages():
+        plans = plan_targets(console, expand_targets(targets), store_dir, steps, settings, offline=offline or None,
+                             cache_dir=cache_dir, eviction=policy, model=model_name, lock_timeout=lock_timeout)
+        if executor == "slurm":
+            _submit(console, store_dir, plans, settings, resources, max_array)
+            return
+        ledger = sweep_locally(console, plans, store_dir, settings, lock_timeout)
+    if ledger.height and not ledger["status"].is_in(list(MEASURED)).any() and any(p.to_measure for _, p in plans):
         raise typer.Exit(1)
 
 
-def _submit(console, store_dir, plans, settings, resources, keep_checkpoints, max_array) -> None:
+def plan_targets(console, targets, store_dir, steps, settings, lock_timeout=300.0, **source_options):
+    """(source, plan) of every target, each plan summarised in one line."""
+    from dynamics.sources import open_source
+    from dynamics.sweep import plan
+
+    plans = []
+    for target in targets:
+        source = open_source(target, **source_options)
+        the_plan = plan(source, store_dir, steps, settings, lock_timeout=lock_timeout)
+        probe = the_plan.probe
+        console.print(f"{source.model}: {len(the_plan.to_measure)} to measure, {the_plan.already} already in "
+                      f"{store_dir}, {len(the_plan.settled)} settled without download; probe {probe.source} "
+                      f"({probe.n_seq} x {probe.seq_len}, id {probe.probe_id})", markup=False, highlight=False)
+        plans.append((source, the_plan))
+    return plans
+
+
+def sweep_locally(console, plans, store_dir, settings, lock_timeout=300.0):
+    """Run every plan here with a progress bar, then print the outcome; this run's ledger rows."""
+    import polars as pl
+
+    from dynamics.cli.progress import revision_bar
+    from dynamics.sweep import run
+
+    ledgers = []
+    for source, the_plan in plans:
+        with revision_bar(console, the_plan) as on_revision:
+            ledgers.append(run(source, store_dir, the_plan, settings, on_revision=on_revision,
+                               lock_timeout=lock_timeout))
+    ledger = pl.concat(ledgers)
+    if ledger.is_empty():
+        console.print(f"nothing to do: every selected revision is already in {store_dir}", markup=False)
+    else:
+        _print_outcome(console, ledger)
+    return ledger
+
+
+def _submit(console, store_dir, plans, settings, resources, max_array) -> None:
     from dynamics import slurm
 
     plans, queued = slurm.exclude_in_flight(store_dir, plans)
     if queued:
         console.print(f"{queued} revisions are still queued or running from an earlier submission; not submitted again")
-    submitted = slurm.submit(store_dir, plans, settings, resources, keep_checkpoints, max_array)
+    submitted = slurm.submit(store_dir, plans, settings, resources, max_array)
     if submitted is None:
         console.print(f"nothing to submit: every selected revision is measured, settled or queued; see mdyn status --store {store_dir}")
         return
@@ -115,16 +147,14 @@ def sweep_task(
 ) -> None:
     """Measure one revision of a Slurm submission, as its job script does for each array task."""
     from dynamics.slurm import run_task
-    from transformers.utils import logging
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    options.quiet_transformers()
     row = run_task(tasks, index)
     if row is None:
         print(f"task {index}: already measured")
         return
     print(f"task {index}: {row['model']} {row['revision']} {row['status']} {row['detail']}".rstrip())
-    if row["status"] not in ("ok", "non_finite"):
+    if row["status"] not in MEASURED:
         raise typer.Exit(1)
 
 
@@ -140,13 +170,23 @@ def status(
 
     from dynamics import slurm, store
 
+    import warnings
+
     root = store.open_store(store_dir, create=False)
-    ledger = store.load(root, "ledger")
-    console = Console()
-    if ledger.is_empty():
-        console.print(f"{root}: no sweep recorded yet ({store.load(root).height} measurement rows)")
-    else:
-        _print_outcome(console, ledger)
+    console = Console(soft_wrap=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableShardWarning)  # listed below, with what happens to them
+        ledger = store.load(root, store.LEDGER)
+        bad = store.unreadable(root, store.MEASUREMENTS) + store.unreadable(root, store.LEDGER)
+        if ledger.is_empty():
+            console.print(f"{root}: no sweep recorded yet ({store.load(root).height} measurement rows)", markup=False)
+        else:
+            _print_outcome(console, ledger)
+    if bad:
+        console.print(f"{len(bad)} unreadable shard(s); the next `mdyn sweep` into this store sets them aside in "
+                      f"{root / store.CORRUPT_DIR} and measures those revisions again:", markup=False)
+        for path, reason in bad:
+            console.print(f"  {path}: {reason}", markup=False)
     tasks = slurm.progress(root)
     if not tasks.is_empty():
         _print_progress(console, tasks)
@@ -176,17 +216,15 @@ def _print_outcome(console, ledger) -> None:
     import polars as pl
     from rich.table import Table
 
-    from dynamics.store import STATUSES
-
     counts = ledger.group_by("model", "status").len().pivot(on="status", index="model", values="len").fill_null(0)
-    counts = counts.select("model", *[s for s in STATUSES if s in counts.columns])
+    counts = counts.select("model", *[s for s in Status if s in counts.columns])
     table = Table(title="revisions by status")
     for name in counts.columns:
         table.add_column(name, justify="left" if name == "model" else "right")
     for row in counts.sort("model").iter_rows():
         table.add_row(*map(str, row))
     console.print(table)
-    problems = ledger.filter(~pl.col("status").is_in(["ok"])).sort("model", "step")
+    problems = ledger.filter(pl.col("status") != Status.OK).sort("model", "step")
     for r in problems.iter_rows(named=True):
         extra = f" -> {r['duplicate_of']}" if r["duplicate_of"] else ""
-        console.print(f"  {r['status']:<10} {r['model']} {r['revision']}{extra}: {r['detail']}")
+        console.print(f"  {r['status']:<10} {r['model']} {r['revision']}{extra}: {r['detail']}", markup=False)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from dynamics.cli.paths import check_output_file
 from fitting.errors import UserError
 
 PROTOCOLS = ("paper", "lomo", "both")
@@ -39,24 +40,32 @@ def train(
     """
     from rich.console import Console
 
-    from dynamics.embedded import shipped_architectures
-    from dynamics.cli.messages import warnings_as_messages
-    from predictors.dataset import TARGETS, read_table, training_table
-    from predictors.evaluate import leave_one_model_out, paper_protocol
-    from predictors.features import FEATURES
-    from predictors.regressors import KINDS, EmergencePredictor, check_kind
-    from predictors.trained import save
-    from predictors.trained import train as fit_predictor
+    from predictors.regressors import check_kind
 
     check_kind(kind)
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}: choose paper, lomo or both")
-    if n_estimators < 1:
-        raise UserError(f"--n-estimators must be at least 1, got {n_estimators}")
-    console = Console()
+    check_output_file(out, (".skops",))
+    run_training(Console(), fits, out, architectures, kind, protocol, series, compare, n_estimators, seed)
+
+
+def run_training(console, fits: Path, out: Path, architectures: Path | None = None, kind: str = "random_forest",
+                 protocol: str = "both", series: str = "ratio", compare: bool = True, n_estimators: int = 200,
+                 seed: int = 0) -> Path:
+    """Build the training table, print the evaluations the protocol asks for, train and save; the file written."""
+    from dynamics.cli.messages import warnings_as_messages
+    from dynamics.embedded import shipped_architectures
+    from fitting.table import read_fits
+    from predictors.dataset import TARGETS, read_table, training_table
+    from predictors.evaluate import leave_one_model_out, paper_protocol
+    from predictors.features import FEATURES
+    from predictors.regressors import KINDS, EmergencePredictor
+    from predictors.trained import save
+    from predictors.trained import train as fit_predictor
+
     with warnings_as_messages():
         table = training_table(
-            read_table(fits, "fits"),
+            read_fits(fits),
             read_table(architectures, "architectures") if architectures else shipped_architectures(),
             series,
         )
@@ -76,6 +85,7 @@ def train(
         trained = fit_predictor(table, estimator)
     path = save(trained, out)
     console.print(f"Saved the {kind} predictor to {path} (training data sha256 {trained.data_hash[:12]}).")
+    return path
 
 
 def _metrics_table(result, title):

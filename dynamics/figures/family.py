@@ -17,7 +17,7 @@ from dynamics.figures.style import (
     spread,
 )
 from fitting.errors import UserError
-from fitting.table import SERIES_LABELS
+from fitting.contracts import SERIES_LABELS
 
 
 def fig2_ratio_vs_size(measurements: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio"):

@@ -1,5 +1,7 @@
 """Figures of the fitted curves: example fits (Fig 6), fit quality per layer (Fig 7), the t_peak surface (Fig 8)."""
 
+import json
+
 import numpy as np
 import polars as pl
 from matplotlib import colormaps
@@ -9,10 +11,10 @@ from matplotlib.patches import Patch
 from dynamics.figures.aggregates import check_models, emergence_fits
 from dynamics.figures.style import PALETTE, SEQUENTIAL, depth_order, new_figure, note_tiny_suite, short, step_axis
 from dynamics.figures.style import style as model_style
+from fitting.contracts import EQ9_PARAMS, SERIES_LABELS
 from fitting.curves import emergence, t_peak
-from fitting.table import SERIES_LABELS, series_table
+from fitting.table import series_table
 
-EQ9 = ("A", "lam", "gamma", "t0", "K")
 NO_PEAK, LATE_PEAK = "0.88", "#CC79A7"  # no peak at all; a peak after the last step (not in cividis)
 
 
@@ -22,20 +24,52 @@ def fit_row(fits: pl.DataFrame, model: str, layer: int) -> dict | None:
     return rows.row(0, named=True) if rows.height else None
 
 
-def draw_fit(ax, steps, values, fit: dict | None) -> None:
-    """Measured points, the Eq. 9 curve of `fit` (when given) and its peak step, on a symlog step axis."""
+def draw_fit(ax, steps, values, fit: dict | None, rivals=()) -> None:
+    """Measured points, the Eq. 9 curve of `fit` (when given) and its peak, and the curves of `rivals` (fits-table
+    rows of other hypotheses, drawn dashed), on a symlog step axis.
+
+    A peak within the measured steps is marked by a line; one beyond them is an extrapolation, named in the
+    legend only, since drawing it would squeeze the data into a corner.
+    """
+    from fitting.model import HYPOTHESES
+
     ax.plot(steps, values, "o", ms=3.5, color="0.15", label="measured", zorder=3)
+    t = np.concatenate([[0.0], np.geomspace(1.0, max(float(np.max(steps)), 1.0), 300)])
+    functions = {cls.hypothesis: cls().func for cls in HYPOTHESES}
+    for i, row in enumerate(r for r in rivals if r.get("params")):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            curve = functions[row["hypothesis"]](t, **json.loads(row["params"]))
+        failed = "" if row["success"] else " (failed)"
+        ax.plot(t, curve, "--", lw=1.2, color=PALETTE[i % 3], label=f"{row['hypothesis']}, R² = {row['r2']:.3f}{failed}")
     if fit is not None:
-        t = np.concatenate([[0.0], np.geomspace(1.0, max(float(np.max(steps)), 1.0), 300)])
         with np.errstate(invalid="ignore", divide="ignore"):
-            curve = emergence(t, **{name: fit[name] for name in EQ9})
+            curve = emergence(t, **{name: fit[name] for name in EQ9_PARAMS})
         ax.plot(t, curve, "-", color=PALETTE[4], lw=1.8, label=f"Eq. 9 fit, R² = {fit['r2']:.3f}")
-        if fit.get("t_peak") is not None and np.isfinite(fit["t_peak"]) and fit["t_peak"] <= np.max(steps):
+        peak = fit.get("t_peak")
+        if peak is not None and np.isfinite(peak):
             # With A < 0 the critical point of Eq. 9 is a minimum.
             kind = "peak" if fit["A"] > 0 else "trough"
-            ax.axvline(fit["t_peak"], color=PALETTE[3], ls=":", lw=1.2, label=f"{kind} at step {fit['t_peak']:.0f}")
+            if peak <= np.max(steps):
+                ax.axvline(peak, color=PALETTE[3], ls=":", lw=1.2, label=f"{kind} at step {peak:.0f}")
+            else:
+                ax.plot([], [], " ", label=f"{kind} extrapolated to step {peak:.3g}")
     step_axis(ax)
     ax.legend(fontsize=7, loc="best")
+
+
+def layer_figure(measurements: pl.DataFrame, fits: pl.DataFrame, model: str, layer: int, series: str = "ratio"):
+    """One layer's series with every fitted hypothesis (`mdyn fit --plot`)."""
+    points = series_table(measurements.filter((pl.col("model") == model) & (pl.col("layer") == layer)), series)
+    rows = fits.filter((pl.col("model") == model) & (pl.col("layer") == layer))
+    eq9 = rows.filter((pl.col("hypothesis") == "emergence") & pl.col("success"))
+    fig = new_figure(7, 4.5)
+    ax = fig.add_subplot()
+    draw_fit(ax, points["step"].to_numpy(), points["value"].to_numpy(), eq9.row(0, named=True) if eq9.height else None,
+             rivals=rows.filter(pl.col("hypothesis") != "emergence").to_dicts())
+    ax.set_ylabel(SERIES_LABELS[series], fontsize=8)
+    ax.set_title(f"{model}, layer {layer}" + ("" if eq9.height else ": no successful Eq. 9 fit"), fontsize=10)
+    note_tiny_suite(fig, [model])
+    return fig
 
 
 def fig6_example_fits(measurements: pl.DataFrame, fits: pl.DataFrame, models=None, series: str = "ratio"):

@@ -17,7 +17,8 @@ from dynamics.figures.style import (
     note_tiny_suite,
     step_axis,
 )
-from fitting.table import SERIES_LABELS, series_table
+from fitting.contracts import SERIES_LABELS
+from fitting.table import series_table
 
 STAT_STYLES = {"top1": ("top-1", PALETTE[4], "o"), "top2": ("top-2", PALETTE[0], "s"),
                "top3": ("top-3", PALETTE[5], "^"), "median": ("median", PALETTE[3], "D")}
@@ -78,7 +79,7 @@ def fig4_layer_trajectories(measurements: pl.DataFrame, model: str | None = None
             ax.plot(group["step"].to_numpy(), group["value"].to_numpy(), color=cmap(norm(layer)), lw=1.4,
                     marker=".", ms=4)
         step_axis(ax)
-        ax.set_title(SERIES_LABELS[series].split("  ")[0], fontsize=10)
+        ax.set_title(SERIES_LABELS[series].removesuffix(" (Eq. 8)"), fontsize=10)
     axes[0].set_ylabel("ratio to the median of |h| (dimensionless)")
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9)
     bar.set_label("layer (0-based decoder block)")

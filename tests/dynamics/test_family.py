@@ -27,4 +27,4 @@ def test_local_sweep_of_a_family_measures_each_model(tiny_family, tmp_path, caps
     first, twin = (df.filter(pl.col("model") == m).drop("model", "measured_at").sort("revision", "seq", "layer")
                    for m in tiny_family)
     assert first.equals(twin)
-    assert store.load(root, "ledger").height == 4
+    assert store.load(root, store.LEDGER).height == 4

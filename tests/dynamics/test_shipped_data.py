@@ -20,8 +20,8 @@ def shipped():
 
 def test_tables_follow_the_contracts(shipped):
     measurements, ledger, architectures, _ = shipped
-    assert measurements.schema == pl.Schema(store.MEASUREMENTS)
-    assert ledger.schema == pl.Schema(store.LEDGER)
+    assert measurements.schema == pl.Schema(store.MEASUREMENTS.schema)
+    assert ledger.schema == pl.Schema(store.LEDGER.schema)
     assert {"model", "n_layers", "d_model", "n_heads", "d_ff", "n_params", "source"} <= set(architectures.columns)
     assert measurements.group_by("model", "revision", "seq", "layer").len()["len"].max() == 1
     assert measurements["probe_id"].n_unique() == 1 and measurements["probe_id"].null_count() == 0

@@ -7,19 +7,9 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from dynamics.hubcache import repo_folder
-from dynamics.sources import (
-    CorruptCheckpoint,
-    FolderSource,
-    HubSource,
-    MissingCheckpoint,
-    check_weights,
-    combine_sha256,
-    file_sha256,
-    open_source,
-    weight_files,
-    with_retries,
-)
-from fitting.errors import UserError
+from dynamics.sources import FolderSource, HubSource, open_source, with_retries
+from dynamics.weights import check_weights, combine_sha256, file_sha256, weight_files
+from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError
 
 
 def offline(repo, **kwargs) -> HubSource:
@@ -34,7 +24,7 @@ def test_offline_cache_source_discovers_every_branch(tinyrepo):
     source = offline(tinyrepo)
     assert source.revisions() == list(tinyrepo.revisions)
     assert len(source.revisions()) == 22 and "main" in source.revisions()
-    assert source.owns_copy and source.model == tinyrepo.repo_id
+    assert source.eviction == "keep" and source.model == tinyrepo.repo_id  # an offline cache is never pruned
 
 
 def test_open_source_follows_hf_hub_offline_and_cache(tinyrepo):
@@ -106,7 +96,7 @@ def test_check_weights_reports_an_absent_shard(tmp_path):
 
 
 def test_evict_removes_exactly_that_revision(tinyrepo_copy):
-    source = offline(tinyrepo_copy)
+    source = offline(tinyrepo_copy, eviction="measured")
     before = snapshots(tinyrepo_copy)
     commit = source.fingerprint("step5000").commit
     source.fetch("step5000")
@@ -127,7 +117,7 @@ def test_folder_source_reads_in_place_and_never_deletes(tinyrepo, tmp_path):
         shutil.copytree(hub.fetch(rev) if rev != tinyrepo.missing else _snapshot(tinyrepo, rev), tmp_path / rev)
     (tmp_path / ".cache").mkdir()
     source = open_source(tmp_path)
-    assert isinstance(source, FolderSource) and not source.owns_copy and source.model == tmp_path.name
+    assert isinstance(source, FolderSource) and source.model == tmp_path.name
     assert source.revisions() == ["step0", "step1000", tinyrepo.missing]
     fingerprint = source.fingerprint("step1000")
     assert fingerprint.commit == "" and fingerprint.weights_sha256 == hub.fingerprint("step1000").weights_sha256

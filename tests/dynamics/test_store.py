@@ -18,19 +18,19 @@ def shard(model="org/m", revision="step1", step=1, probe_id="p1", **kw):
 
 def test_round_trip_keeps_contract_and_rows(tmp_path):
     root = store.open_store(tmp_path / "s")
-    store.write_shard(root, "measurements", shard(revision="step1"))
-    store.write_shard(root, "measurements", shard(revision="step2", step=2, scale=2.0))
+    store.write_shard(root, store.MEASUREMENTS, shard(revision="step1"))
+    store.write_shard(root, store.MEASUREMENTS, shard(revision="step2", step=2, scale=2.0))
     df = store.load(root)
-    assert df.columns == list(store.MEASUREMENTS)
+    assert df.columns == list(store.MEASUREMENTS.schema)
     assert df.height == 12 and df["revision"].n_unique() == 2
-    assert df.schema == pl.Schema(store.MEASUREMENTS)
+    assert df.schema == pl.Schema(store.MEASUREMENTS.schema)
     assert store.measured(root) == {("org/m", "step1", "p1"), ("org/m", "step2", "p1")}
 
 
 def test_rewriting_a_shard_replaces_it(tmp_path):
     root = store.open_store(tmp_path / "s")
-    store.write_shard(root, "measurements", shard(scale=1.0))
-    store.write_shard(root, "measurements", shard(scale=3.0))
+    store.write_shard(root, store.MEASUREMENTS, shard(scale=1.0))
+    store.write_shard(root, store.MEASUREMENTS, shard(scale=3.0))
     df = store.load(root)
     assert df.height == 6 and df["top1"].max() == 9.0
     assert not list(root.rglob("*.tmp"))
@@ -40,7 +40,7 @@ def test_shard_must_hold_one_revision(tmp_path):
     root = store.open_store(tmp_path / "s")
     two = pl.concat([shard(revision="a"), shard(revision="b")])
     with pytest.raises(ValueError, match="one \\(model, revision, probe\\)"):
-        store.write_shard(root, "measurements", two)
+        store.write_shard(root, store.MEASUREMENTS, two)
 
 
 def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
@@ -62,5 +62,5 @@ def test_schema_version_mismatch_is_refused(tmp_path):
 
 def test_empty_store_loads_empty_tables_with_schema(tmp_path):
     root = store.open_store(tmp_path / "s")
-    assert store.load(root).schema == pl.Schema(store.MEASUREMENTS)
-    assert store.load(root, "ledger").schema == pl.Schema(store.LEDGER)
+    assert store.load(root).schema == pl.Schema(store.MEASUREMENTS.schema)
+    assert store.load(root, store.LEDGER).schema == pl.Schema(store.LEDGER.schema)

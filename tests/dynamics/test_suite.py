@@ -217,11 +217,11 @@ def test_micro_suite_sweeps_end_to_end(suite, tmp_path):
     root = tmp_path / "store"
     for model in manifest["models"]:
         source = HubSource(model["model"], offline=True, cache_dir=cache)
-        ledger = run(source, root, plan(source, root, "all", settings), settings, keep_checkpoints=True, progress=False)
+        ledger = run(source, root, plan(source, root, "all", settings), settings)
         assert ledger["status"].unique().to_list() == ["ok"]
         assert sorted(ledger["step"].to_list()) == model["schedule"]
     measurements = store.load(root)
     expected = sum(len(m["schedule"]) * m["n_layers"] * 3 for m in manifest["models"])
     assert measurements.height == expected
     assert measurements.group_by("model", "revision", "seq", "layer").len()["len"].max() == 1
-    assert store.load(root, "ledger").height == sum(len(m["schedule"]) for m in manifest["models"])
+    assert store.load(root, store.LEDGER).height == sum(len(m["schedule"]) for m in manifest["models"])

@@ -30,7 +30,7 @@ def swept(tinyrepo, tmp_path_factory):
     root = tmp_path_factory.mktemp("swept") / "store"
     source = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
     the_plan = plan(source, root, "all", SETTINGS)
-    ledger = run(source, root, the_plan, SETTINGS, keep_checkpoints=True, progress=False)
+    ledger = run(source, root, the_plan, SETTINGS)
     return root, ledger
 
 
@@ -47,7 +47,7 @@ def test_statuses_duplicates_and_rows(swept, tinyrepo):
     df = store.load(root)
     assert df.height == (n_steps - 3) * 2 * 2  # revisions x sequences x layers
     assert df.group_by("revision", "seq", "layer").len()["len"].max() == 1
-    assert store.load(root, "ledger").height == n_steps
+    assert store.load(root, store.LEDGER).height == n_steps
     ok = ledger.filter(pl.col("status") == "ok")
     assert (ok["seconds_fetch"] >= 0).all() and (ok["seconds_measure"] > 0).all()
 
@@ -67,17 +67,37 @@ def test_eviction_keeps_at_most_two_snapshots(tinyrepo, tmp_path):
     inner = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
     source = CopyingSource(inner, tmp_path / "downloads")
     root = tmp_path / "store"
-    ledger = run(source, root, plan(source, root, "every:2", SETTINGS), SETTINGS, progress=False)
+    ledger = run(source, root, plan(source, root, "every:2", SETTINGS), SETTINGS)
     assert (ledger["status"] == "ok").sum() >= 5
     assert source.peak_copies == 2 and source.copies() == 0
 
 
-def test_offline_cache_eviction_removes_measured_snapshots(tinyrepo_copy, tmp_path):
-    source = HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir)
+def cache_files(cache_dir):
+    """Every path below an HF cache (locks aside), with each file's bytes: what a user would miss if deleted."""
+    return {p.relative_to(cache_dir): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(cache_dir.rglob("*")) if ".locks" not in p.parts}
+
+
+def test_an_offline_sweep_never_touches_the_cache(tinyrepo_copy, tmp_path, capsys):
+    before = cache_files(tinyrepo_copy.cache_dir)
     root = tmp_path / "store"
-    run(source, root, plan(source, root, "0,1,2", SETTINGS), SETTINGS, progress=False)
+    for _ in range(2):  # the documented command, twice: the second run must still find everything
+        code, cap = run_main(["sweep", tinyrepo_copy.repo_id, "--offline", "--cache-dir", tinyrepo_copy.cache_dir,
+                              "--store", root, "--steps", "0,1,2,4", *SWEEP_ARGS], capsys)
+        assert code == 0, cap.err
+    assert cache_files(tinyrepo_copy.cache_dir) == before
+    assert store.load(root)["revision"].n_unique() == 4
+
+
+def test_evict_prunes_an_offline_cache_only_when_asked(tinyrepo_copy, tmp_path):
+    source = HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir, eviction="measured")
+    root = tmp_path / "store"
+    run(source, root, plan(source, root, "0,1,2", SETTINGS), SETTINGS)
     left = set(HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir).revisions())
     assert {"step0", "step1", "step2"}.isdisjoint(left) and "step4" in left
+    # The tokenizer blob every revision shares stays for the others.
+    assert (HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir).fetch("step4")
+            / "tokenizer.json").is_file()
 
 
 def start_sweep(tinyrepo, root):
@@ -110,7 +130,7 @@ def test_killed_twice_then_resumed_equals_uninterrupted(swept, tinyrepo, tmp_pat
     assert proc.wait(timeout=120) == 0
     resumed, expected = comparable(root), comparable(reference)
     assert resumed.drop("package_version").equals(expected.drop("package_version"))
-    ledger = store.load(root, "ledger")
+    ledger = store.load(root, store.LEDGER)
     assert ledger.height == len(tinyrepo.steps) and ledger["revision"].n_unique() == ledger.height
 
 

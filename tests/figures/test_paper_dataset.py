@@ -62,7 +62,7 @@ def test_import_writes_one_shard_per_checkpoint_with_the_values(tmp_path, releas
             np.testing.assert_array_equal(part[column].to_numpy().reshape(10, 6), values[:, i, :])
     sample = m.filter((pl.col("model") == "EleutherAI/pythia-14m") & (pl.col("step") == 22000) & (pl.col("seq") == 0))
     assert sample.sort("layer")["top1"].to_list() == TOP1_14M
-    ledger = store.load(tmp_path / "store", "ledger")
+    ledger = store.load(tmp_path / "store", store.LEDGER)
     assert sorted(ledger["status"].to_list()) == ["corrupt"] + ["ok"] * 6
     assert ledger.filter(pl.col("status") == "corrupt")["revision"].to_list() == ["step1000"]
 

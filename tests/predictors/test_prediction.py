@@ -68,7 +68,7 @@ def test_figure_draws_one_curve_and_band_per_layer_on_a_log_step_axis(trained):
     assert len(ax.get_lines()) == 12 and all(len(line.get_xdata()) > 10 for line in ax.get_lines())
     assert sum(isinstance(c, FillBetweenPolyCollection) for c in ax.collections) == 12
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "training step"
-    assert "top-1 / median" in ax.get_ylabel() and ax.get_title().startswith("plan")
+    assert "top-1 / mean median" in ax.get_ylabel() and ax.get_title().startswith("plan")
     assert colorbar.get_ylabel() == "layer (0-based decoder block)"
     colours = {line.get_color() for line in ax.get_lines()}
     assert len(colours) == 12

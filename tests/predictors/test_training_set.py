@@ -48,7 +48,7 @@ def test_models_without_an_architecture_are_named(family):
 
 def test_bad_tables_are_user_errors(family, tmp_path):
     fits, architectures = family
-    with pytest.raises(UserError, match=r"lacks the columns \['lam'\]"):
+    with pytest.raises(UserError, match=r"lacks column\(s\) lam;"):
         training_table(fits.drop("lam"), architectures)
     with pytest.raises(UserError, match="syn-a: n_heads=4 does not divide d_model=130"):
         architectures_by_model(architectures.with_columns(

@@ -64,12 +64,12 @@ def test_array_equals_local_sweep_and_concurrent_writes_stay_whole(slurm_cluster
 
     local = tmp_path / "local-store"
     source = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
-    run(source, local, plan(source, local, "every:6", SETTINGS), SETTINGS, keep_checkpoints=True, progress=False)
+    run(source, local, plan(source, local, "every:6", SETTINGS), SETTINGS)
     by_row = ["revision", "seq", "layer"]
     assert store.load(root).drop("measured_at").sort(by_row).equals(store.load(local).drop("measured_at").sort(by_row))
     ledger_columns = ["model", "revision", "step", "probe_id", "status", "detail", "duplicate_of"]
-    assert store.load(root, "ledger").select(ledger_columns).sort("step").equals(
-        store.load(local, "ledger").select(ledger_columns).sort("step"))
+    assert store.load(root, store.LEDGER).select(ledger_columns).sort("step").equals(
+        store.load(local, store.LEDGER).select(ledger_columns).sort("step"))
 
     # Pairs of tasks started together on identical work and wrote at the same moments: every shard must
     # be whole on its own, hold exactly its revision's rows, and no temporary file may be left behind.
@@ -93,7 +93,7 @@ def test_rerun_submits_only_cancelled_and_failed_tasks(slurm_cluster, tinyrepo, 
     second = submit(capsys, tinyrepo.repo_id, root, f"0,{tinyrepo.corrupt},9000")
     assert [t["revision"] for t in second["tasks"]] == [tinyrepo.corrupt, "step9000"]
     wait_for_array(root)
-    ledger = store.load(root, "ledger")
+    ledger = store.load(root, store.LEDGER)
     assert dict(ledger.select("revision", "status").iter_rows()) == {
         "step0": "ok", tinyrepo.corrupt: "corrupt", "step9000": "ok"}
     code, cap = run_main(["status", "--store", root], capsys)
