@@ -60,8 +60,15 @@ def paper_fit(t, y):
     guess = EmergenceModel().guess(yn, tn)
     try:
         with np.errstate(all="ignore"):
-            popt, _ = curve_fit(emergence, tn, yn, p0=[guess[n].value for n in NAMES], method="trf",
-                                jac=emergence_jacobian, bounds=([-np.inf, 0.0, 1e-12, 1e-12, -np.inf], np.inf))
+            popt, _ = curve_fit(
+                emergence,
+                tn,
+                yn,
+                p0=[guess[n].value for n in NAMES],
+                method="trf",
+                jac=emergence_jacobian,
+                bounds=([-np.inf, 0.0, 1e-12, 1e-12, -np.inf], np.inf),
+            )
     except (RuntimeError, ValueError):
         return None
     A, lam, gamma, t0, K = popt
@@ -80,8 +87,10 @@ def report(name, seconds, cpu, fitted, series, curves):
         missed += sse > 1.001 * np.sum((y - emergence(t, **curves[key])) ** 2)
     r2 = np.array(r2)
     cpu = "   n/a" if cpu is None else f"{cpu:6.2f}"
-    print(f"{name:<40} {seconds:6.2f} s wall {cpu} s CPU   success {r2.size}/{len(series)}   "
-          f"R2 median {np.median(r2):.4f} worst {r2.min():.4f}   optimum missed {missed}")
+    print(
+        f"{name:<40} {seconds:6.2f} s wall {cpu} s CPU   success {r2.size}/{len(series)}   "
+        f"R2 median {np.median(r2):.4f} worst {r2.min():.4f}   optimum missed {missed}"
+    )
 
 
 def timed(function, *args, **kws):
@@ -100,11 +109,15 @@ def main():
 
     curves = sample_curves(args.layers, np.random.default_rng(args.seed))
     measurements = synthetic_measurements(curves, pythia_steps(), n_seq=10, noise=0.07, seed=args.seed)
-    series = [((model, layer), part["step"].to_numpy().astype(float), part["value"].to_numpy())
-              for (model, layer), part in series_table(measurements).group_by("model", "layer", maintain_order=True)]
+    series = [
+        ((model, layer), part["step"].to_numpy().astype(float), part["value"].to_numpy())
+        for (model, layer), part in series_table(measurements).group_by("model", "layer", maintain_order=True)
+    ]
     true_peak = np.array([t_peak(curves[key]["lam"], curves[key]["gamma"], curves[key]["t0"]) for key, _, _ in series])
-    print(f"{len(series)} synthetic layers on 154 steps, 10 probe sequences with 7 % noise; "
-          f"{int(np.sum(true_peak < 10000))} peak before step 10000")
+    print(
+        f"{len(series)} synthetic layers on 154 steps, 10 probe sequences with 7 % noise; "
+        f"{int(np.sum(true_peak < 10000))} peak before step 10000"
+    )
 
     def fitted(fits):
         by_key = {(r["model"], r["layer"]): r for r in fits.iter_rows(named=True)}
@@ -116,15 +129,19 @@ def main():
     report("multi-start lmfit, 1 process", seconds_1, cpu_1, fitted(single_process), series, curves)
     paper, seconds_paper, cpu_paper = timed(lambda: [paper_fit(t, y) for _, t, y in series])
     report("paper: single-start curve_fit, 1 process", seconds_paper, cpu_paper, paper, series, curves)
-    print(f"time ratios: multi-start {args.jobs} processes / 1 process {seconds / seconds_1:.2f} (wall); "
-          f"multi-start / single-start curve_fit, 1 process {seconds_1 / seconds_paper:.2f} (wall), "
-          f"{cpu_1 / cpu_paper:.2f} (CPU)")
+    print(
+        f"time ratios: multi-start {args.jobs} processes / 1 process {seconds / seconds_1:.2f} (wall); "
+        f"multi-start / single-start curve_fit, 1 process {seconds_1 / seconds_paper:.2f} (wall), "
+        f"{cpu_1 / cpu_paper:.2f} (CPU)"
+    )
 
     estimate = np.array([np.nan if p is None else t_peak(p["lam"], p["gamma"], p["t0"]) for p in fitted(multi)])
     inside = np.isfinite(true_peak) & (true_peak < 143000)
     error = np.abs(estimate / true_peak - 1)[inside]
-    print(f"multi-start t_peak relative error where the true peak is inside the run ({inside.sum()} layers): "
-          f"median {np.nanmedian(error):.3f}, 90th percentile {np.nanpercentile(error, 90):.3f}")
+    print(
+        f"multi-start t_peak relative error where the true peak is inside the run ({inside.sum()} layers): "
+        f"median {np.nanmedian(error):.3f}, 90th percentile {np.nanpercentile(error, 90):.3f}"
+    )
 
 
 if __name__ == "__main__":

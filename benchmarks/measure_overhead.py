@@ -30,8 +30,15 @@ def pythia_70m_shaped():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                        intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25)
+    cfg = GPTNeoXConfig(
+        vocab_size=50304,
+        hidden_size=512,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        intermediate_size=2048,
+        max_position_embeddings=2048,
+        rotary_pct=0.25,
+    )
     return GPTNeoXForCausalLM(cfg).eval()
 
 
@@ -45,8 +52,14 @@ def floor(model, ids):
 def reference(model, ids):
     """Sun et al.: every block's whole hidden state copied to the CPU as float64 and sorted."""
     out = []
-    hooks = [b.register_forward_hook(lambda m, i, o: out.append(torch.sort(block_output(o).detach().cpu().double().abs().flatten(), descending=True).values[:3]))
-             for b in decoder_blocks(model)]
+    hooks = [
+        b.register_forward_hook(
+            lambda m, i, o: out.append(
+                torch.sort(block_output(o).detach().cpu().double().abs().flatten(), descending=True).values[:3]
+            )
+        )
+        for b in decoder_blocks(model)
+    ]
     try:
         floor(model, ids)
     finally:
@@ -87,28 +100,34 @@ def run(model, ids, device):
     for fn in methods.values():  # warm-up: allocator, kernels, thread pools
         fn(model, ids[:1])
     times = {name: [] for name in methods}
-    peaks = {name: 0 for name in methods}
+    peaks = dict.fromkeys(methods, 0)
     for _ in range(REPEATS):
         for name, fn in methods.items():  # interleaved, so drift in machine load hits all three alike
             if device.type == "cuda":
-                torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
-                t = time.perf_counter(); fn(model, ids); torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn(model, ids)
+                torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t)
                 peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() - base)
             else:
                 base = rss()
                 with PeakRSS() as p:
-                    t = time.perf_counter(); fn(model, ids)
+                    t = time.perf_counter()
+                    fn(model, ids)
                     times[name].append(time.perf_counter() - t)
                 peaks[name] = max(peaks[name], p.peak - base)
     best = {k: min(v) for k, v in times.items()}
     print(f"\n{device.type}: {N_SEQ} x {SEQ_LEN} tokens, Pythia-70M-shaped, best of {REPEATS}")
     print(f"  floor      {best['floor']:.3f} s, peak {peaks['floor'] / 2**20:.1f} MiB above start")
     for name in ("measure", "reference"):
-        print(f"  {name:<10} {best[name]:.3f} s = {best[name] / best['floor']:.3f} x floor "
-              f"(+{best[name] - best['floor']:.3f} s); peak extra over floor "
-              f"{(peaks[name] - peaks['floor']) / 2**20:+.1f} MiB")
+        print(
+            f"  {name:<10} {best[name]:.3f} s = {best[name] / best['floor']:.3f} x floor "
+            f"(+{best[name] - best['floor']:.3f} s); peak extra over floor "
+            f"{(peaks[name] - peaks['floor']) / 2**20:+.1f} MiB"
+        )
     ratio = best["measure"] / best["floor"]
     print(f"  target measure <= 1.10 x floor: {'met' if ratio <= 1.10 else 'NOT met'} ({ratio:.3f})")
     extra_ok = peaks["measure"] <= peaks["reference"]

@@ -50,13 +50,17 @@ def main():
     print(f"tiny series, {results[True][1]} revisions measured, fetch delay {delay * 1e3:.0f} ms per revision")
     for prefetch, (wall, n, fetch, meas) in results.items():
         per = wall / n
-        print(f"  prefetch={str(prefetch):<5} wall {per * 1e3:6.0f} ms/revision, fetch {fetch * 1e3:.0f} ms, "
-              f"measure {meas * 1e3:.0f} ms, overlap efficiency (fetch+measure)/wall = {(fetch + meas) / per:.2f}, "
-              f"wall / max(fetch, measure) = {per / max(fetch, meas):.2f}")
+        print(
+            f"  prefetch={str(prefetch):<5} wall {per * 1e3:6.0f} ms/revision, fetch {fetch * 1e3:.0f} ms, "
+            f"measure {meas * 1e3:.0f} ms, overlap efficiency (fetch+measure)/wall = {(fetch + meas) / per:.2f}, "
+            f"wall / max(fetch, measure) = {per / max(fetch, meas):.2f}"
+        )
     speedup = results[False][0] / results[True][0]
     target = results[True][0] / results[True][1] / max(results[True][2], results[True][3])
-    print(f"  prefetch speed-up {speedup:.2f}x; target wall <= 1.15 x max(fetch, measure): "
-          f"{'met' if target <= 1.15 else 'NOT met'} ({target:.2f})")
+    print(
+        f"  prefetch speed-up {speedup:.2f}x; target wall <= 1.15 x max(fetch, measure): "
+        f"{'met' if target <= 1.15 else 'NOT met'} ({target:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,15 @@ def main():
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=2048, rotary_pct=0.25)
+    cfg = GPTNeoXConfig(
+        vocab_size=50304,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=2048,
+        rotary_pct=0.25,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         GPTNeoXForCausalLM(cfg).save_pretrained(tmp)
         folder = Path(tmp)
@@ -47,8 +54,11 @@ def main():
             assert load_weights(skeleton, folder)
             forward(skeleton, ids)
             reused.append(time.perf_counter() - t)
-    print(f"Pythia-160M-shaped, load + one 128-token forward, best of {REPEATS}: from_pretrained "
-          f"{min(fresh):.3f} s, reused skeleton {min(reused):.3f} s; from_pretrained / reuse = {min(fresh) / min(reused):.2f}")
+    print(
+        f"Pythia-160M-shaped, load + one 128-token forward, best of {REPEATS}: from_pretrained "
+        f"{min(fresh):.3f} s, reused skeleton {min(reused):.3f} s; "
+        f"from_pretrained / reuse = {min(fresh) / min(reused):.2f}"
+    )
 
 
 if __name__ == "__main__":

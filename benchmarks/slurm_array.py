@@ -43,8 +43,9 @@ def array(tiny, root: Path) -> tuple[float, int]:
     start = time.perf_counter()
     resources = slurm.Resources(array_parallelism=2)
     the_plan = plan(source, root, SELECTION, SETTINGS)
-    _, _, n_tasks = slurm.submit(root, [(source, the_plan)], SETTINGS, resources,
-                                 max_array_size=slurm.check_cluster(resources))
+    _, _, n_tasks = slurm.submit(
+        root, [(source, the_plan)], SETTINGS, resources, max_array_size=slurm.check_cluster(resources)
+    )
     while slurm.progress(root)["state"].is_in(["pending", "running"]).any():
         if time.perf_counter() - start > TIMEOUT_S:
             raise SystemExit(f"the array did not finish within {TIMEOUT_S}s; see {root / 'slurm'}")

@@ -35,13 +35,18 @@ def main() -> None:
     preset = PRESETS[args.preset]
     recipe = preset.members[0][1]
     base = seconds_per_step(BASELINE, recipe, preset.vocab_size, args.steps)
-    print(f"baseline {BASELINE.name}: {base:.3f} s/step at batch {recipe.batch_size}x{recipe.seq_len}, "
-          f"{args.threads} threads")
+    print(
+        f"baseline {BASELINE.name}: {base:.3f} s/step at batch {recipe.batch_size}x{recipe.seq_len}, "
+        f"{args.threads} threads"
+    )
     total = 0.0
     for arch, member in preset.members:
         s = seconds_per_step(arch, member, preset.vocab_size, args.steps)
         total += s * member.steps
-        print(f"{arch.name:22s} {s:.3f} s/step  ratio {s / base:5.2f}  x {member.steps} steps = {s * member.steps / 60:5.1f} min")
+        print(
+            f"{arch.name:22s} {s:.3f} s/step  ratio {s / base:5.2f}  "
+            f"x {member.steps} steps = {s * member.steps / 60:5.1f} min"
+        )
     print(f"total training of preset {preset.name}: {total / 60:.1f} min at these speeds")
 
 

@@ -85,8 +85,9 @@ for step in steps:
     del model, cache
 np.save(out + ".npy", np.stack(stats))
 from importlib.metadata import version
+versions = {p: version(p) for p in ("transformer_lens", "transformers", "torch")}
 json.dump({"import_s": t_import, "load_s": load_s, "run_s": run_s, "wall_in_process_s": time.perf_counter() - t0,
-           "versions": {p: version(p) for p in ("transformer_lens", "transformers", "torch")}}, open(out + ".json", "w"))
+           "versions": versions}, open(out + ".json", "w"))
 '''
 
 
@@ -119,11 +120,22 @@ def build_cache(cache_dir: Path) -> None:
     tokenizer = train_bpe(read_corpus("train"), vocab_size=50277)  # the corpus stops it at ~44k tokens
     with tempfile.TemporaryDirectory() as tmp:
         for step in STEPS:
-            config = GPTNeoXConfig(vocab_size=50304, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,
-                                   intermediate_size=512, max_position_embeddings=2048, rotary_pct=0.25,
-                                   rotary_emb_base=10000, use_parallel_residual=True, hidden_act="gelu",
-                                   layer_norm_eps=1e-5, tie_word_embeddings=False,
-                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+            config = GPTNeoXConfig(
+                vocab_size=50304,
+                hidden_size=128,
+                num_hidden_layers=6,
+                num_attention_heads=4,
+                intermediate_size=512,
+                max_position_embeddings=2048,
+                rotary_pct=0.25,
+                rotary_emb_base=10000,
+                use_parallel_residual=True,
+                hidden_act="gelu",
+                layer_norm_eps=1e-5,
+                tie_word_embeddings=False,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
             torch.manual_seed(step)
             folder = Path(tmp, f"step{step}")
             GPTNeoXForCausalLM(config).save_pretrained(folder)
@@ -155,9 +167,26 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def run_mdyn(mdyn: Path, cache_dir: Path, store: Path, env: dict) -> float:
-    return timed([str(mdyn), "sweep", REPO_ID, "--offline", "--keep-checkpoints", "--probe", "embedded",
-                  "--n-seq", str(N_SEQ), "--seq-len", str(SEQ_LEN), "--store", str(store),
-                  "--cache-dir", str(cache_dir)], env)
+    return timed(
+        [
+            str(mdyn),
+            "sweep",
+            REPO_ID,
+            "--offline",
+            "--keep-checkpoints",
+            "--probe",
+            "embedded",
+            "--n-seq",
+            str(N_SEQ),
+            "--seq-len",
+            str(SEQ_LEN),
+            "--store",
+            str(store),
+            "--cache-dir",
+            str(cache_dir),
+        ],
+        env,
+    )
 
 
 def mdyn_results(store: Path):
@@ -196,7 +225,9 @@ def import_seconds(env: dict, repeats: int) -> tuple[float, list[tuple[str, floa
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, help="HF cache to build (or reuse); default a temporary folder")
-    parser.add_argument("--tl-venv", type=Path, default=ROOT / ".venv-tl", help="TransformerLens venv (created when missing)")
+    parser.add_argument(
+        "--tl-venv", type=Path, default=ROOT / ".venv-tl", help="TransformerLens venv (created when missing)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="whole-process runs of each tool")
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads for both tools")
     args = parser.parse_args()
@@ -211,9 +242,17 @@ def main():
         np.save(tmp / "ids.npy", probe.token_ids)
         (tmp / "tl_sweep.py").write_text(TL_SCRIPT)
         threads = str(args.threads)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache_dir), "HF_HOME": str(tmp / "hf-home"),
-               "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": threads,
-               "MKL_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(cache_dir),
+            "HF_HOME": str(tmp / "hf-home"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "WANDB_MODE": "disabled",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "PYTHONWARNINGS": "ignore",
+        }
         env.pop("HF_TOKEN", None)
 
         walls = {"mdyn": [], "tl": []}
@@ -222,15 +261,28 @@ def main():
             store = tmp / f"store-{r}"
             walls["mdyn"].append(run_mdyn(mdyn, cache_dir, store, env))
             out = tmp / f"tl-{r}"
-            walls["tl"].append(timed([str(tl_python), str(tmp / "tl_sweep.py"), REPO_ID, ",".join(map(str, STEPS)),
-                                      str(tmp / "ids.npy"), str(out)], env))
+            walls["tl"].append(
+                timed(
+                    [
+                        str(tl_python),
+                        str(tmp / "tl_sweep.py"),
+                        REPO_ID,
+                        ",".join(map(str, STEPS)),
+                        str(tmp / "ids.npy"),
+                        str(out),
+                    ],
+                    env,
+                )
+            )
             runs.append((store, out))
-            print(f"  run {r + 1}/{args.repeats}: mdyn {walls['mdyn'][-1]:.1f} s, TL {walls['tl'][-1]:.1f} s", flush=True)
+            print(
+                f"  run {r + 1}/{args.repeats}: mdyn {walls['mdyn'][-1]:.1f} s, TL {walls['tl'][-1]:.1f} s", flush=True
+            )
         import_s, top_imports = import_seconds(env, args.repeats)
 
         # The median run of each tool (by wall) for the breakdowns; every run for the agreement check.
         med = {k: statistics.median(v) for k, v in walls.items()}
-        worst = {s: 0.0 for s in STATS}
+        worst = dict.fromkeys(STATS, 0.0)
         probe_ok = True
         ledgers, tl_info = [], []
         for store, out in runs:
@@ -248,27 +300,41 @@ def main():
     fetch, meas = led["seconds_fetch"].to_list(), led["seconds_measure"].to_list()
     rest = med["mdyn"] - import_s - fetch[0] - sum(meas)
 
-    print(f"\n{REPO_ID} (random, Pythia-14M-shaped), {len(STEPS)} revisions, {N_SEQ} x {SEQ_LEN} tokens, CPU, "
-          f"{args.threads} thread(s), median of {len(runs)} whole-process runs")
+    print(
+        f"\n{REPO_ID} (random, Pythia-14M-shaped), {len(STEPS)} revisions, {N_SEQ} x {SEQ_LEN} tokens, CPU, "
+        f"{args.threads} thread(s), median of {len(runs)} whole-process runs"
+    )
     print(f"  mdyn sweep        {med['mdyn']:7.2f} s   ({', '.join(f'{w:.2f}' for w in walls['mdyn'])})")
     print(f"  TransformerLens   {med['tl']:7.2f} s   ({', '.join(f'{w:.2f}' for w in walls['tl'])})")
     print(f"  speed-up TL / mdyn = {med['tl'] / med['mdyn']:.2f}x")
     print("mdyn, where its time goes (median run):")
-    print(f"  imports                    {import_s:6.2f} s  (a process doing only the sweep's imports, less a bare "
-          f"interpreter; biggest: {', '.join(f'{n} {t:.2f}' for n, t in top_imports)})")
-    print(f"  first revision             {fetch[0] + meas[0]:6.2f} s  (fetch {fetch[0]:.3f}, load + measure {meas[0]:.3f}, "
-          "incl. importing the model class and building the model)")
-    print(f"  steady state per revision  {statistics.median(meas[1:]):6.3f} s  (median load-weights + measure of the other "
-          f"{len(meas) - 1}; fetch {statistics.median(fetch[1:]):.3f} s, overlapped by prefetch)")
-    print(f"  the rest                   {rest:6.2f} s  (interpreter, CLI, plan: probe, fingerprints; store writes; exit)")
-    print(f"TransformerLens (median run): import {tl['import_s']:.2f} s; first revision load {tl['load_s'][0]:.2f} + "
-          f"run {tl['run_s'][0]:.3f} s; steady per revision load {statistics.median(tl['load_s'][1:]):.3f} + "
-          f"run {statistics.median(tl['run_s'][1:]):.3f} s")
+    print(
+        f"  imports                    {import_s:6.2f} s  (a process doing only the sweep's imports, less a bare "
+        f"interpreter; biggest: {', '.join(f'{n} {t:.2f}' for n, t in top_imports)})"
+    )
+    print(
+        f"  first revision             {fetch[0] + meas[0]:6.2f} s  (fetch {fetch[0]:.3f}, "
+        f"load + measure {meas[0]:.3f}, incl. importing the model class and building the model)"
+    )
+    print(
+        f"  steady state per revision  {statistics.median(meas[1:]):6.3f} s  (median load-weights + measure of "
+        f"the other {len(meas) - 1}; fetch {statistics.median(fetch[1:]):.3f} s, overlapped by prefetch)"
+    )
+    print(
+        f"  the rest                   {rest:6.2f} s  (interpreter, CLI, plan: probe, fingerprints; store writes; exit)"
+    )
+    print(
+        f"TransformerLens (median run): import {tl['import_s']:.2f} s; first revision load {tl['load_s'][0]:.2f} + "
+        f"run {tl['run_s'][0]:.3f} s; steady per revision load {statistics.median(tl['load_s'][1:]):.3f} + "
+        f"run {statistics.median(tl['run_s'][1:]):.3f} s"
+    )
     print(f"  versions: {', '.join(f'{k} {v}' for k, v in tl['versions'].items())}")
     agree = all(v <= RTOL for v in worst.values())
-    print(f"agreement over {len(runs)} x {len(STEPS)} revisions x 6 layers x {N_SEQ} sequences, max relative "
-          f"difference: {', '.join(f'{s} {v:.1e}' for s, v in worst.items())}; within {RTOL:g}: "
-          f"{'yes' if agree else 'NO'}; same probe (probe_id {probe.probe_id}): {'yes' if probe_ok else 'NO'}")
+    print(
+        f"agreement over {len(runs)} x {len(STEPS)} revisions x 6 layers x {N_SEQ} sequences, max relative "
+        f"difference: {', '.join(f'{s} {v:.1e}' for s, v in worst.items())}; within {RTOL:g}: "
+        f"{'yes' if agree else 'NO'}; same probe (probe_id {probe.probe_id}): {'yes' if probe_ok else 'NO'}"
+    )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,6 @@ def publish_pretrained(cache_dir: Path, repo_id: str, revision: str, *objects) -
         return publish_folder(cache_dir, repo_id, revision, Path(tmp))
 
 
-
 def snapshot_links(snapshot: Path) -> dict[Path, str]:
     """Every file of a cached snapshot (a link into blobs/) -> the name of the blob it points to."""
     snapshot = Path(snapshot)
@@ -144,8 +143,9 @@ class BlobLeases:
             os.close(fd)
 
 
-def prune_snapshot(cache_dir: Path, repo_id: str, commit: str, links: set[Path], blobs: set[str], refs: set[str],
-                   leases: BlobLeases) -> None:
+def prune_snapshot(
+    cache_dir: Path, repo_id: str, commit: str, links: set[Path], blobs: set[str], refs: set[str], leases: BlobLeases
+) -> None:
     """Delete from a cached repo only what the caller names: `links` of snapshot `commit`, the `blobs` no remaining
     link uses and no process reads, and the `refs` once the snapshot is empty.
 
@@ -161,8 +161,12 @@ def prune_snapshot(cache_dir: Path, repo_id: str, commit: str, links: set[Path],
         for link in links & set(own):
             link.unlink()
             del own[link]
-        elsewhere = {blob for other in (root / "snapshots").iterdir() if other != snapshot
-                     for blob in snapshot_links(other).values()}
+        elsewhere = {
+            blob
+            for other in (root / "snapshots").iterdir()
+            if other != snapshot
+            for blob in snapshot_links(other).values()
+        }
         for blob in sorted(blobs - elsewhere - set(own.values())):
             with leases.exclusive(blob) as unread:
                 if unread:

@@ -37,8 +37,10 @@ def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The decoder blocks of `model` (a `*ForCausalLM` or its base model), in depth order."""
     blocks = getattr(model.base_model, DECODER_BLOCKS[check_model_type(model.config)], None)
     if not isinstance(blocks, torch.nn.ModuleList):
-        raise UserError(f"{type(model).__name__} has no decoder-block list where DECODER_BLOCKS in "
-                        "dynamics/layers.py says; fix its entry there")
+        raise UserError(
+            f"{type(model).__name__} has no decoder-block list where DECODER_BLOCKS in "
+            "dynamics/layers.py says; fix its entry there"
+        )
     return blocks
 
 

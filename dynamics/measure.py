@@ -17,6 +17,7 @@ from dynamics.layers import block_output, decoder_blocks
 REDUCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STAT_COLUMNS = ("top1", "top2", "top3", "median")
 
+
 @torch.no_grad()
 def reduce_block(h: torch.Tensor, reduce_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Statistics of |h| per sequence: h (batch, seq, d) -> float64 (batch, 7) on h's device.
@@ -72,6 +73,7 @@ def _reducing_hooks(blocks: torch.nn.ModuleList, sink: list[list[torch.Tensor]],
     finally:
         for handle in handles:
             handle.remove()
+
 
 @torch.no_grad()
 def measure(model: torch.nn.Module, token_ids, *, batch_size: int = 1, reduce_dtype: str = "float32") -> pl.DataFrame:

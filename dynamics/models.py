@@ -55,4 +55,6 @@ def load_tokenizer(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(Path(folder))
     except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"cannot load a tokenizer from {folder} ({type(err).__name__}); save one beside the model") from None
+        raise UserError(
+            f"cannot load a tokenizer from {folder} ({type(err).__name__}); save one beside the model"
+        ) from None

@@ -64,14 +64,29 @@ def measurement_rows(stats: np.ndarray, model: str, step: int, version: str) -> 
     """One measurements row per (sequence, layer) of an (n_seq, 4, L) array, in the store's contract."""
     n_seq, _, n_layers = stats.shape
     columns = {name: stats[:, i, :].ravel() for i, name in enumerate(ROWS)}
-    return store.conform(pl.DataFrame({
-        "model": model, "revision": f"step{step}", "step": step, "commit": None, "weights_sha256": None,
-        "probe_id": PROBE_ID, "dtype": DTYPE, "device": None,
-        "seq": np.repeat(np.arange(n_seq, dtype=np.int32), n_layers),
-        "layer": np.tile(np.arange(n_layers, dtype=np.int32), n_seq),
-        **columns, "top1_pos": None, "top1_dim": None, "n_nonfinite": None, "measured_at": None,
-        "package_version": version,
-    }), store.MEASUREMENTS.schema)
+    return store.conform(
+        pl.DataFrame(
+            {
+                "model": model,
+                "revision": f"step{step}",
+                "step": step,
+                "commit": None,
+                "weights_sha256": None,
+                "probe_id": PROBE_ID,
+                "dtype": DTYPE,
+                "device": None,
+                "seq": np.repeat(np.arange(n_seq, dtype=np.int32), n_layers),
+                "layer": np.tile(np.arange(n_layers, dtype=np.int32), n_seq),
+                **columns,
+                "top1_pos": None,
+                "top1_dim": None,
+                "n_nonfinite": None,
+                "measured_at": None,
+                "package_version": version,
+            }
+        ),
+        store.MEASUREMENTS.schema,
+    )
 
 
 def stats_files(root: Path) -> tuple[list[tuple[str, int, Path]], list[tuple[Path, str]]]:
@@ -96,8 +111,10 @@ def import_dataset(root: Path, store_root: Path) -> Imported:
         raise UserError(f"{root} is not a folder; pass the local copy of the released dataset (with pythia_*/stats/)")
     files, odd = stats_files(root)
     if not files:
-        raise UserError(f"no statistics files under {root}: expected "
-                        "pythia_{size}/stats/exp2_pythia_{size}_step{N}; download the dataset first (see the README)")
+        raise UserError(
+            f"no statistics files under {root}: expected "
+            "pythia_{size}/stats/exp2_pythia_{size}_step{N}; download the dataset first (see the README)"
+        )
     store_root = store.open_store(store_root)
     n_layers = dict(pl.read_csv(DATA_DIR / "architectures.csv").select("model", "n_layers").iter_rows())
     version = package_version()
@@ -113,8 +130,9 @@ def import_dataset(root: Path, store_root: Path) -> Imported:
                 result.skipped.append((path, str(err)))
                 _ledger(store_root, model, step, Status.CORRUPT, f"{path.name}: {err}")
                 continue
-            result.written.append(store.write_shard(store_root, store.MEASUREMENTS,
-                                                    measurement_rows(stats, model, step, version)))
+            result.written.append(
+                store.write_shard(store_root, store.MEASUREMENTS, measurement_rows(stats, model, step, version))
+            )
             _ledger(store_root, model, step, Status.OK, f"imported from {path.name}")
     return result
 

@@ -61,7 +61,9 @@ def resolve_seq_len(config, seq_len: int | None) -> int:
     if seq_len < 1:
         raise UserError(f"--seq-len must be at least 1, got {seq_len}")
     if context is not None and seq_len > context:
-        raise UserError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens; use --seq-len {context} or less")
+        raise UserError(
+            f"--seq-len {seq_len} exceeds the model's context of {context} tokens; use --seq-len {context} or less"
+        )
     return seq_len
 
 
@@ -87,7 +89,9 @@ def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: st
     if bos:
         token_ids = np.concatenate([np.full((n_seq, 1), tokenizer.bos_token_id, dtype=np.int64), token_ids], axis=1)
         source += "+bos"
-    digest = hashlib.sha256(token_ids.tobytes() + str(token_ids.shape).encode() + tokenizer_identity(tokenizer).encode())
+    digest = hashlib.sha256(
+        token_ids.tobytes() + str(token_ids.shape).encode() + tokenizer_identity(tokenizer).encode()
+    )
     return ProbeSet(token_ids=token_ids, probe_id=digest.hexdigest()[:16], source=source)
 
 
@@ -104,12 +108,13 @@ def text_file_probes(paths: list[Path], tokenizer, n_seq: int, seq_len: int, bos
 
 
 def embedded_probes(tokenizer, n_seq: int, seq_len: int, split: str = "heldout", bos: bool = False) -> ProbeSet:
-    """Probes from the embedded Shakespeare corpus; the held-out plays by default (the tiny suite never trains on them)."""
+    """Probes from the embedded Shakespeare corpus; by default the held-out plays, which the tiny suite never sees."""
     return from_texts(read_corpus(split), tokenizer, n_seq, seq_len, f"embedded:{split}", bos)
 
 
-def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_dir: Path | None = None,
-                 bos: bool = False) -> ProbeSet:
+def paper_probes(
+    tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_dir: Path | None = None, bos: bool = False
+) -> ProbeSet:
     """The reference protocol: 500 RedPajama-1T-Sample documents drawn with numpy seed 1, joined and chunked.
 
     The dataset's JSONL files come through huggingface_hub (repo_type dataset), so a populated offline cache
@@ -120,7 +125,9 @@ def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_d
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        folder = Path(snapshot_download(PAPER_DATASET, repo_type="dataset", allow_patterns=["*.jsonl"], cache_dir=cache_dir))
+        folder = Path(
+            snapshot_download(PAPER_DATASET, repo_type="dataset", allow_patterns=["*.jsonl"], cache_dir=cache_dir)
+        )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         raise UserError(
             f"cannot get the paper's probe dataset {PAPER_DATASET} ({type(err).__name__}); connect to the hub once, "
@@ -129,7 +136,9 @@ def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_d
     files = sorted(folder.rglob("*.jsonl"))
     counts = [sum(1 for _ in f.open("rb")) for f in files]
     if sum(counts) < PAPER_N_DOCS:
-        raise UserError(f"{PAPER_DATASET} in {folder} holds {sum(counts)} documents, fewer than {PAPER_N_DOCS}; re-download it")
+        raise UserError(
+            f"{PAPER_DATASET} in {folder} holds {sum(counts)} documents, fewer than {PAPER_N_DOCS}; re-download it"
+        )
     chosen = np.random.RandomState(PAPER_SEED).choice(sum(counts), PAPER_N_DOCS, replace=False)
     texts = dict.fromkeys(int(i) for i in chosen)
     offset = 0
@@ -146,8 +155,9 @@ def paper_probes(tokenizer, n_seq: int = 10, seq_len: int = MAX_SEQ_LEN, cache_d
 PROBE_KINDS = ("auto", "paper", "embedded")
 
 
-def make_probes(kind: str, texts: list[Path] | None, tokenizer, n_seq: int, seq_len: int, hub_model: bool,
-                bos: bool = False) -> ProbeSet:
+def make_probes(
+    kind: str, texts: list[Path] | None, tokenizer, n_seq: int, seq_len: int, hub_model: bool, bos: bool = False
+) -> ProbeSet:
     """The probe set the CLI asks for: text files if given, else `kind` (auto = paper for hub models, else embedded)."""
     if texts:
         return text_file_probes(texts, tokenizer, n_seq, seq_len, bos)

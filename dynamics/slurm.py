@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,8 +124,11 @@ def exclude_in_flight(
     flying = in_flight(root)
     kept, dropped = [], 0
     for source, the_plan in plans:
-        keep = {rev: step for rev, step in the_plan.to_measure.items()
-                if (the_plan.model, rev, the_plan.probe.probe_id) not in flying}
+        keep = {
+            rev: step
+            for rev, step in the_plan.to_measure.items()
+            if (the_plan.model, rev, the_plan.probe.probe_id) not in flying
+        }
         dropped += len(the_plan.to_measure) - len(keep)
         kept.append((source, dataclasses.replace(the_plan, to_measure=keep)))
     return kept, dropped
@@ -145,8 +148,14 @@ def submit(
     from dynamics.sweep import record_settled
 
     tasks = [
-        {"model": the_plan.model, "revision": rev, "step": step, "probe_id": the_plan.probe.probe_id,
-         "probe_source": the_plan.probe.source, **_reopen(source)}
+        {
+            "model": the_plan.model,
+            "revision": rev,
+            "step": step,
+            "probe_id": the_plan.probe.probe_id,
+            "probe_source": the_plan.probe.source,
+            **_reopen(source),
+        }
         for source, the_plan in plans
         for rev, step in the_plan.to_measure.items()
     ]
@@ -160,7 +169,7 @@ def submit(
         record_settled(root, the_plan)
     if not tasks:
         return None
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     name = f"{stamp:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     folder = root.resolve() / "slurm" / name
     (folder / "logs").mkdir(parents=True)
@@ -197,8 +206,13 @@ def run_task(tasks_file: Path, index: int) -> dict | None:
     if store.shard_path(root, store.MEASUREMENTS, task["model"], task["revision"], task["probe_id"]).is_file():
         return None
     settings = Settings(**{**table["settings"], "probe_text": tuple(map(Path, table["settings"]["probe_text"]))})
-    source = open_source(task["target"], offline=task.get("offline"), cache_dir=task.get("cache_dir"),
-                         eviction=task.get("eviction"), model=task.get("model_name"))
+    source = open_source(
+        task["target"],
+        offline=task.get("offline"),
+        cache_dir=task.get("cache_dir"),
+        eviction=task.get("eviction"),
+        model=task.get("model_name"),
+    )
     token_ids = np.load(Path(tasks_file).parent / f"probe-{task['probe_id']}.npy")
     probe = ProbeSet(token_ids=token_ids, probe_id=task["probe_id"], source=task["probe_source"])
     the_plan = Plan(model=source.model, probe=probe, to_measure={task["revision"]: task["step"]})
@@ -224,8 +238,12 @@ def progress(root: Path) -> pl.DataFrame:
     known = {**(_accounting(names, since) or {}), **(queue or {})}
     measured = store.measured(root)
     ledger = store.load(root, store.LEDGER).sort("recorded_at")
-    latest = {(m, r, p): (t, s, d) for m, r, p, s, d, t in
-              ledger.select("model", "revision", "probe_id", "status", "detail", "recorded_at").iter_rows()}
+    latest = {
+        (m, r, p): (t, s, d)
+        for m, r, p, s, d, t in ledger.select(
+            "model", "revision", "probe_id", "status", "detail", "recorded_at"
+        ).iter_rows()
+    }
     rows = {}
     for table, name, path in zip(tables, names, submissions):
         created = datetime.fromisoformat(table["created_at"])
@@ -250,8 +268,16 @@ def progress(root: Path) -> pl.DataFrame:
                 verdict, detail = "unknown", "no result recorded and squeue does not answer here"
             else:
                 verdict, detail = "failed", f"no longer queued and no result recorded; see {path.parent / 'logs'}"
-            rows[key] = {"model": key[0], "revision": key[1], "step": task["step"], "probe_id": key[2],
-                         "state": verdict, "task": slurm_task, "detail": detail, "submission": table["submission"]}
+            rows[key] = {
+                "model": key[0],
+                "revision": key[1],
+                "step": task["step"],
+                "probe_id": key[2],
+                "state": verdict,
+                "task": slurm_task,
+                "detail": detail,
+                "submission": table["submission"],
+            }
     return pl.DataFrame(list(rows.values()), schema=PROGRESS).sort("model", "step")
 
 
@@ -264,8 +290,12 @@ def in_flight(root: Path) -> set[tuple[str, str, str]]:
 def _reopen(source: CheckpointSource) -> dict:
     """How a task opens the same source: the target and, for the hub, the cache and mode the plan used."""
     if isinstance(source, HubSource):
-        return {"target": source.model, "offline": source.offline, "cache_dir": str(source.cache_dir),
-                "eviction": source.eviction}
+        return {
+            "target": source.model,
+            "offline": source.offline,
+            "cache_dir": str(source.cache_dir),
+            "eviction": source.eviction,
+        }
     if isinstance(source, FolderSource):
         return {"target": str(source.root.resolve()), "model_name": source.model}
     raise TypeError(f"cannot hand a {type(source).__name__} to a Slurm task")
@@ -275,8 +305,14 @@ def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offlin
     """The sbatch job script of one array: options, the environment the submitter had, one task per index."""
     array = f"0-{n_tasks - 1}" + (f"%{resources.array_parallelism}" if resources.array_parallelism else "")
     # One process per array task; an explicit task count is also what --gpus-per-task requires.
-    options = [("job-name", f"mdyn-{folder.name}"), ("array", array), ("ntasks", "1"),
-               ("output", f"{folder}/logs/%A_%a.out"), ("chdir", str(folder)), ("export", "ALL")]
+    options = [
+        ("job-name", f"mdyn-{folder.name}"),
+        ("array", array),
+        ("ntasks", "1"),
+        ("output", f"{folder}/logs/%A_%a.out"),
+        ("chdir", str(folder)),
+        ("export", "ALL"),
+    ]
     for key in ("partition", "gpus_per_task", "cpus_per_task", "mem", "time"):
         if (value := getattr(resources, key)) is not None:
             options.append((key.replace("_", "-"), str(value)))
@@ -292,16 +328,18 @@ def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offlin
     if offline:
         exports["HF_HUB_OFFLINE"] = "1"
     command = [sys.executable, "-m", "dynamics.cli.app", "sweep-task", "--tasks", str(folder / "tasks.json")]
-    return "\n".join([
-        "#!/bin/bash",
-        f"# massive-dynamics sweep into {root}: {n_tasks} revisions, one array task each.",
-        "# Written by `mdyn sweep --executor slurm`; `sbatch` this file to run it again (measured tasks end at once),",
-        "# or `sbatch --array=3,5 ...` for some tasks only (indices in tasks.json).",
-        *(f"#SBATCH --{key}={value}" for key, value in options),
-        *(f"export {key}={shlex.quote(value)}" for key, value in exports.items()),
-        f"exec {shlex.join(command)} --index \"$SLURM_ARRAY_TASK_ID\"",
-        "",
-    ])
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"# massive-dynamics sweep into {root}: {n_tasks} revisions, one array task each.",
+            "# Written by `mdyn sweep --executor slurm`; `sbatch` this file to run it again (measured tasks end at",
+            "# once), or `sbatch --array=3,5 ...` for some tasks only (indices in tasks.json).",
+            *(f"#SBATCH --{key}={value}" for key, value in options),
+            *(f"export {key}={shlex.quote(value)}" for key, value in exports.items()),
+            f'exec {shlex.join(command)} --index "$SLURM_ARRAY_TASK_ID"',
+            "",
+        ]
+    )
 
 
 def _queue(names: list[str]) -> dict[tuple[str, int], tuple[str, str]] | None:
@@ -319,8 +357,9 @@ def _accounting(names: list[str], since: datetime) -> dict[tuple[str, int], tupl
     if shutil.which("sacct") is None:
         return None
     start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
-    answer = _slurm("sacct", "-n", "-P", "-X", "--array", "--name", ",".join(names), "-S", start,
-                    "-o", "JobID,JobName,State")
+    answer = _slurm(
+        "sacct", "-n", "-P", "-X", "--array", "--name", ",".join(names), "-S", start, "-o", "JobID,JobName,State"
+    )
     if answer.returncode != 0:
         return None
     fields = []
@@ -334,8 +373,9 @@ def _accounting(names: list[str], since: datetime) -> dict[tuple[str, int], tupl
 
 def _by_task(fields) -> dict[tuple[str, int], tuple[str, str]]:
     tasks = {}
-    for array_job, index, name, state in sorted((f for f in fields if len(f) == 4 and f[1].isdigit()),
-                                                key=lambda f: int(f[0]) if f[0].isdigit() else 0):
+    for array_job, index, name, state in sorted(
+        (f for f in fields if len(f) == 4 and f[1].isdigit()), key=lambda f: int(f[0]) if f[0].isdigit() else 0
+    ):
         tasks[(name, int(index))] = (f"{array_job}_{index}", state)
     return tasks
 

@@ -39,10 +39,10 @@ from dynamics.hubcache import BlobLeases, prune_snapshot, repo_blobs, repo_folde
 from dynamics.revisions import PYTHIA
 from dynamics.weights import (
     Fingerprint,
+    combine_sha256,
     file_sha256,
     folder_fingerprint,
     folder_weights,
-    combine_sha256,
     no_weights,
     weight_files,
     weights_and_index,
@@ -228,8 +228,9 @@ class HubSource:
             return
         if self.eviction == "measured" and measured:
             links = snapshot_links(repo_folder(self.cache_dir, self.model) / "snapshots" / commit)
-            fetched = _Fetched(set(links), set(links.values()), {r for r, c in self._branch_commits().items()
-                                                                  if c == commit})
+            fetched = _Fetched(
+                set(links), set(links.values()), {r for r, c in self._branch_commits().items() if c == commit}
+            )
         prune_snapshot(self.cache_dir, self.model, commit, fetched.links, fetched.blobs, fetched.refs, self._leases)
         if self.offline:  # offline, the listing is the cache itself, which has just changed
             with self._lock:
@@ -302,11 +303,15 @@ class HubSource:
             commit = self._commit(revision)
             if self.offline:
                 snapshot = repo_folder(self.cache_dir, self.model) / "snapshots" / commit
-                known = {p.relative_to(snapshot).as_posix(): b for p, b in snapshot_links(snapshot).items()
-                         if (snapshot / p).exists()}
+                known = {
+                    p.relative_to(snapshot).as_posix(): b
+                    for p, b in snapshot_links(snapshot).items()
+                    if (snapshot / p).exists()
+                }
             else:
-                listing = self._call(lambda: list(HfApi().list_repo_tree(self.model, revision=commit,
-                                                                         recursive=True, token=self.token)))
+                listing = self._call(
+                    lambda: list(HfApi().list_repo_tree(self.model, revision=commit, recursive=True, token=self.token))
+                )
                 known = {f.path: f.lfs.sha256 if f.lfs else f.blob_id for f in listing if isinstance(f, RepoFile)}
             with self._lock:
                 self._files[revision] = known
@@ -325,8 +330,7 @@ class HubSource:
         if self.offline:
             snapshot = repo_folder(self.cache_dir, self.model) / "snapshots" / self._commit(revision)
             return {name: _cached_sha256(snapshot / name) for name in weights}
-        return {name: files[name] if _SHA256.fullmatch(files[name]) else f"git-blob-{files[name]}"
-                for name in weights}
+        return {name: files[name] if _SHA256.fullmatch(files[name]) else f"git-blob-{files[name]}" for name in weights}
 
     def _where(self) -> str:
         return f" in the offline cache {self.cache_dir}" if self.offline else " on the hub"
@@ -453,7 +457,7 @@ def open_source(
 
 
 def expand_targets(targets: Iterable[str]) -> list[str]:
-    """Targets with shell-style braces expanded, repeats dropped: `org/pythia-{14m,70m}` -> org/pythia-14m, org/pythia-70m."""
+    """Targets with shell-style braces expanded, repeats dropped: `org/pythia-{14m,70m}` -> org/pythia-14m, -70m."""
     return list(dict.fromkeys(name for target in targets for name in _expand_braces(target)))
 
 

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,8 +82,9 @@ def open_store(root: Path, create: bool = True) -> Path:
             root.mkdir(parents=True, exist_ok=True)
             write_atomic(root / MARKER, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
         except OSError as err:
-            raise UserError(f"cannot create a store at {root} ({err.strerror or err}); choose a writable --store") \
-                from None
+            raise UserError(
+                f"cannot create a store at {root} ({err.strerror or err}); choose a writable --store"
+            ) from None
     return root
 
 
@@ -106,8 +107,7 @@ def store_lock(root: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[
             lock.acquire(timeout=0)
         except Timeout:
             holder = _read_owner(owner)
-            warnings.warn(f"the store {root} is locked by {holder}; waiting up to {timeout:g} s for it",
-                          stacklevel=3)
+            warnings.warn(f"the store {root} is locked by {holder}; waiting up to {timeout:g} s for it", stacklevel=3)
             try:
                 lock.acquire(timeout=timeout)
             except Timeout:
@@ -118,8 +118,16 @@ def store_lock(root: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[
     except OSError as err:
         raise UserError(f"cannot lock the store {root} ({err.strerror or err}); choose a writable --store") from None
     try:
-        owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                     "command": " ".join(sys.argv[:3])}))
+        owner.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.time(),
+                    "command": " ".join(sys.argv[:3]),
+                }
+            )
+        )
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -131,7 +139,7 @@ def _read_owner(owner: Path) -> str:
         info = json.loads(owner.read_text())
     except (OSError, ValueError):
         return "another process"
-    since = datetime.fromtimestamp(info["since"], timezone.utc).strftime("%H:%M:%S UTC")
+    since = datetime.fromtimestamp(info["since"], UTC).strftime("%H:%M:%S UTC")
     return f"process {info['pid']} on {info['host']} ({info['command']}, since {since})"
 
 
@@ -152,8 +160,9 @@ def conform(df: pl.DataFrame, schema: dict) -> pl.DataFrame:
 
 
 def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
-    """`measure()` rows stamped with provenance (model, revision, step, commit, weights_sha256, probe_id, dtype, device)."""
-    constants = {"measured_at": datetime.now(timezone.utc), "package_version": package_version(), **provenance}
+    """`measure()` rows stamped with provenance (model, revision, step, commit, weights_sha256, probe_id, dtype,
+    device) and the time and package version."""
+    constants = {"measured_at": datetime.now(UTC), "package_version": package_version(), **provenance}
     return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENT_SCHEMA)
 
 
@@ -196,8 +205,12 @@ def read_shards(files: list[Path], schema: dict, columns: list[str] | None = Non
         if reason is None:
             good.append(path)
         else:
-            warnings.warn(f"skipped unreadable shard {path} ({reason}); the next `mdyn sweep` into this store "
-                          "sets it aside and measures that revision again", UnreadableShardWarning, stacklevel=2)
+            warnings.warn(
+                f"skipped unreadable shard {path} ({reason}); the next `mdyn sweep` into this store "
+                "sets it aside and measures that revision again",
+                UnreadableShardWarning,
+                stacklevel=2,
+            )
     return read_shards(good, schema, columns) if good else read_shards([], schema, columns)
 
 
@@ -254,18 +267,24 @@ def read_measurements(path: Path) -> pl.DataFrame:
     if path.is_dir():
         files = shards(path)
         if not files:
-            raise UserError(f"no measurements in {path}: expected parquet files under {path / MEASUREMENTS.name}; "
-                            "run `mdyn sweep` into this store first, or pass one measurements parquet file")
+            raise UserError(
+                f"no measurements in {path}: expected parquet files under {path / MEASUREMENTS.name}; "
+                "run `mdyn sweep` into this store first, or pass one measurements parquet file"
+            )
         table = read_shards(files, MEASUREMENT_SCHEMA)
         if table.is_empty():
-            raise UserError(f"no shard under {path / MEASUREMENTS.name} can be read; run `mdyn sweep` into this "
-                            "store again, which sets the damaged shards aside and measures them again")
+            raise UserError(
+                f"no shard under {path / MEASUREMENTS.name} can be read; run `mdyn sweep` into this "
+                "store again, which sets the damaged shards aside and measures them again"
+            )
     elif path.is_file():
         try:
             table = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as err:
-            raise UserError(f"cannot read measurements from {path} ({' '.join(str(err).split())[:160]}); pass a "
-                            "parquet file written by massive-dynamics or polars") from None
+            raise UserError(
+                f"cannot read measurements from {path} ({' '.join(str(err).split())[:160]}); pass a "
+                "parquet file written by massive-dynamics or polars"
+            ) from None
     else:
         raise UserError(f"--store {path} does not exist; pass a store folder or a measurements parquet file")
     require_columns(table, FIT_INPUT_COLUMNS, f"the measurements in {path}")
@@ -279,8 +298,12 @@ def measured_revisions(root: Path, model: str, probe_id: str) -> pl.DataFrame:
     """
     columns = ["model", "probe_id", "revision", "step", "weights_sha256"]
     held = read_shards(shards(root, MEASUREMENTS, model), MEASUREMENT_SCHEMA, columns)
-    return (held.filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
-            .select("revision", "step", "weights_sha256").unique().sort("step"))
+    return (
+        held.filter((pl.col("model") == model) & (pl.col("probe_id") == probe_id))
+        .select("revision", "step", "weights_sha256")
+        .unique()
+        .sort("step")
+    )
 
 
 def measured(root: Path) -> set[tuple[str, str, str]]:

@@ -66,7 +66,7 @@ DEFAULT_FF_MULTIPLIER = 4  # Pythia's d_ff = 4 d
 
 
 def repo_name(arch: Architecture, recipe: "Recipe") -> str:
-    """A member's repo name: `neox-L4-d128-h4`, with `-ff<d_ff>` when d_ff is not 4 d and `-s<seed>` for another seed."""
+    """A member's repo name: `neox-L4-d128-h4`, plus `-ff<d_ff>` when d_ff is not 4 d and `-s<seed>` for seed > 0."""
     name = f"neox-L{arch.n_layers}-d{arch.d_model}-h{arch.n_heads}"
     if arch.d_ff != DEFAULT_FF_MULTIPLIER * arch.d_model:
         name += f"-ff{arch.d_ff}"
@@ -117,8 +117,9 @@ class Preset:
 
 def _members(rows: Sequence[tuple[int, int, int, int, float]], **recipe) -> tuple:
     """(n_layers, d_model, n_heads, steps, peak lr) rows -> (Architecture, Recipe) pairs sharing `recipe`'s fields."""
-    return tuple((Architecture(L, d, h, DEFAULT_FF_MULTIPLIER * d), Recipe(steps=s, lr=lr, **recipe))
-                 for L, d, h, s, lr in rows)
+    return tuple(
+        (Architecture(L, d, h, DEFAULT_FF_MULTIPLIER * d), Recipe(steps=s, lr=lr, **recipe)) for L, d, h, s, lr in rows
+    )
 
 
 # The `predict` preset's design, a 4 x 4 Graeco-Latin square: every (depth, width) pair once, and heads and
@@ -143,6 +144,7 @@ def graeco_latin_design() -> tuple[tuple[Architecture, Recipe], ...]:
     two orthogonal Latin squares. A replicate also draws its own training windows (data_seed 1), so that the
     seed floor holds everything that changes between two runs of one architecture.
     """
+
     def arch(i: int, j: int) -> Architecture:
         d = DESIGN_WIDTHS[j]
         return Architecture(DESIGN_DEPTHS[i], d, DESIGN_HEADS[i ^ j], round(DESIGN_FF[_GF4_TIMES_2[i] ^ j] * d))
@@ -158,8 +160,13 @@ PRESETS: Mapping[str, Preset] = {
         "micro",
         "tiny-suite-micro",
         320,
-        _members([(2, 32, 2, 20, 3e-3), (2, 32, 4, 20, 3e-3)],
-                 batch_size=4, seq_len=32, min_warmup_steps=2, n_even_checkpoints=4),
+        _members(
+            [(2, 32, 2, 20, 3e-3), (2, 32, 4, 20, 3e-3)],
+            batch_size=4,
+            seq_len=32,
+            min_warmup_steps=2,
+            n_even_checkpoints=4,
+        ),
     ),
     # About 1.5 min of training on 2 free cores; the ratio rises within these steps.
     "demo": Preset(
@@ -175,15 +182,19 @@ PRESETS: Mapping[str, Preset] = {
         "full",
         "tiny-suite",
         512,
-        _members([(2, 64, 2, 3000, 1e-2),
-                  (4, 64, 8, 3000, 1e-2),
-                  (3, 96, 6, 2000, 1e-2),
-                  (2, 128, 8, 2000, 8e-3),
-                  (4, 128, 4, 1500, 8e-3),
-                  (8, 64, 4, 1500, 1e-2),
-                  (6, 128, 2, 1200, 8e-3),
-                  (6, 192, 6, 800, 6e-3),
-                  (2, 256, 4, 800, 5e-3)]),
+        _members(
+            [
+                (2, 64, 2, 3000, 1e-2),
+                (4, 64, 8, 3000, 1e-2),
+                (3, 96, 6, 2000, 1e-2),
+                (2, 128, 8, 2000, 8e-3),
+                (4, 128, 4, 1500, 8e-3),
+                (8, 64, 4, 1500, 1e-2),
+                (6, 128, 2, 1200, 8e-3),
+                (6, 192, 6, 800, 6e-3),
+                (2, 256, 4, 800, 5e-3),
+            ]
+        ),
     ),
     # Built to answer the prediction question (see `graeco_latin_design`): 16 architectures with depth, width,
     # heads and d_ff/d uncorrelated, 4 of them with a second seed for the seed floor, one recipe for all.
@@ -203,9 +214,11 @@ def describe_preset(preset: Preset) -> str:
         shape = ", ".join(f"{repo_name(a, r).removeprefix('neox-')} ({r.steps} steps)" for a, r in preset.members)
     else:
         steps = sorted({r.steps for _, r in preset.members})
-        shape = (f"{len(archs)} models, depth {_span([a.n_layers for a in archs])}, width "
-                 f"{_span([a.d_model for a in archs])}, heads {_span([a.n_heads for a in archs])}, d_ff/d "
-                 f"{_span([a.d_ff / a.d_model for a in archs])}, {'/'.join(map(str, steps))} steps each")
+        shape = (
+            f"{len(archs)} models, depth {_span([a.n_layers for a in archs])}, width "
+            f"{_span([a.d_model for a in archs])}, heads {_span([a.n_heads for a in archs])}, d_ff/d "
+            f"{_span([a.d_ff / a.d_model for a in archs])}, {'/'.join(map(str, steps))} steps each"
+        )
     lrs = "/".join(f"{lr:g}" for lr in sorted({r.lr for _, r in preset.members}))
     r = preset.members[0][1]
     return f"{preset.name}: {shape}; peak LR {lrs}, batch {r.batch_size}x{r.seq_len}."
@@ -290,14 +303,21 @@ def check_cache_writable(cache_dir: Path) -> None:
             pass
     except OSError as err:
         raise UserError(
-            f"cannot write to the suite cache {cache_dir} ({err.strerror or err}); pass --cache DIR with a writable folder"
+            f"cannot write to the suite cache {cache_dir} ({err.strerror or err}); "
+            "pass --cache DIR with a writable folder"
         ) from None
 
 
 def member_key(arch: Architecture, recipe: Recipe, vocab_size: int, corpus_sha256: str) -> str:
     """sha256 of everything that determines a member's weights (package versions aside)."""
-    spec = {"format": FORMAT, "arch": asdict(arch), "recipe": asdict(recipe), "vocab_size": vocab_size,
-            "corpus": corpus_sha256, "family": ARCHITECTURE_FAMILY}
+    spec = {
+        "format": FORMAT,
+        "arch": asdict(arch),
+        "recipe": asdict(recipe),
+        "vocab_size": vocab_size,
+        "corpus": corpus_sha256,
+        "family": ARCHITECTURE_FAMILY,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -319,7 +339,9 @@ def init_training(arch: Architecture, recipe: Recipe, vocab_size: int, bos_token
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm gains, as in GPT-NeoX
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+        lr=recipe.lr,
+        betas=recipe.betas,
+        eps=recipe.eps,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, recipe))
     return model, optimizer, scheduler
@@ -408,8 +430,9 @@ def build_suite(
     corpus_sha = corpus_hash(CORPUS_SPLIT)
     members = [(arch, recipe if steps is None else replace(recipe, steps=steps)) for arch, recipe in preset.members]
     keys = [member_key(arch, recipe, preset.vocab_size, corpus_sha) for arch, recipe in members]
-    entries = [_finished_entry(cache_dir, preset.repo_id(arch, recipe), key)
-               for (arch, recipe), key in zip(members, keys)]
+    entries = [
+        _finished_entry(cache_dir, preset.repo_id(arch, recipe), key) for (arch, recipe), key in zip(members, keys)
+    ]
     todo = [i for i, entry in enumerate(entries) if entry is None]
     if console is not None:
         for entry in filter(None, entries):
@@ -435,8 +458,12 @@ def _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, 
     for i in todo:
         check_corpus_size(len(tokens), members[i][1])
     suite_fields = {
-        "corpus": {"split": CORPUS_SPLIT, "sha256": corpus_sha, "n_documents": len(corpus_files(CORPUS_SPLIT)),
-                   "n_tokens": len(tokens)},
+        "corpus": {
+            "split": CORPUS_SPLIT,
+            "sha256": corpus_sha,
+            "n_documents": len(corpus_files(CORPUS_SPLIT)),
+            "n_tokens": len(tokens),
+        },
         "tokenizer": tokenizer_record(tokenizer),
         "architecture_family": ARCHITECTURE_FAMILY,
     }
@@ -541,10 +568,23 @@ def _progress(console):
     if console is None:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not console.is_terminal) as bars:
 
         def track(repo_id: str, recipe: Recipe) -> Callable[[int, float], None]:
@@ -556,8 +596,10 @@ def _progress(console):
                 bars.update(task, completed=step, loss=loss)
                 if not console.is_terminal and step in schedule:
                     per_step = (time.perf_counter() - start) / step
-                    line = (f"{repo_id} step {step}/{recipe.steps} loss {loss:.3f} {per_step:.3f} s/step, "
-                            f"{per_step * (recipe.steps - step) / 60:.1f} min left")
+                    line = (
+                        f"{repo_id} step {step}/{recipe.steps} loss {loss:.3f} {per_step:.3f} s/step, "
+                        f"{per_step * (recipe.steps - step) / 60:.1f} min left"
+                    )
                     console.print(line, soft_wrap=True, highlight=False)
 
             return on_step
@@ -573,8 +615,15 @@ def architectures_table(manifest: dict):
     source = f"mdyn suite build --preset {manifest['preset']}: config.json; n_params counted from the weights"
     return pl.DataFrame(
         [{**{c: m[c] for c in cols}, "source": source} for m in manifest["models"]],
-        schema={"model": pl.String, "n_layers": pl.Int64, "d_model": pl.Int64, "n_heads": pl.Int64,
-                "d_ff": pl.Int64, "n_params": pl.Int64, "source": pl.String},
+        schema={
+            "model": pl.String,
+            "n_layers": pl.Int64,
+            "d_model": pl.Int64,
+            "n_heads": pl.Int64,
+            "d_ff": pl.Int64,
+            "n_params": pl.Int64,
+            "source": pl.String,
+        },
     )
 
 

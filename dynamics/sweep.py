@@ -23,6 +23,7 @@ from dynamics.weights import Fingerprint, check_weights
 from fitting.contracts import Status, ledger_row
 from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError
 
+
 @dataclass(frozen=True)
 class Settings:
     """How each revision is measured (the `measure` options of the CLI)."""
@@ -69,14 +70,25 @@ class Plan:
     already: int = 0  # selected revisions that the store already holds
 
 
-def plan(source: CheckpointSource, root: Path, selection: str, settings: Settings, scheme: Scheme = PYTHIA,
-         lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S) -> Plan:
+def plan(
+    source: CheckpointSource,
+    root: Path,
+    selection: str,
+    settings: Settings,
+    scheme: Scheme = PYTHIA,
+    lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S,
+) -> Plan:
     """Select revisions (`mdyn sweep --steps`), then `plan_revisions`."""
     return plan_revisions(source, root, select(source.revisions(), selection, scheme), settings, lock_timeout)
 
 
-def plan_revisions(source: CheckpointSource, root: Path, chosen: dict[str, int | None], settings: Settings,
-                   lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S) -> Plan:
+def plan_revisions(
+    source: CheckpointSource,
+    root: Path,
+    chosen: dict[str, int | None],
+    settings: Settings,
+    lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S,
+) -> Plan:
     """Drop the revisions measured with the same probe, and flag duplicates from weight hashes.
 
     The probe is built (and the architecture checked) before the store is touched, so bad input writes nothing.
@@ -97,8 +109,16 @@ def plan_revisions(source: CheckpointSource, root: Path, chosen: dict[str, int |
         if rev in done:
             if not store.shard_path(root, store.LEDGER, source.model, rev, probe.probe_id).is_file():
                 # killed between writing the shard and its ledger row
-                result.settled.append(ledger_row(source.model, rev, step, probe.probe_id, Status.OK,
-                                                 "ledger row restored from the measurement shard"))
+                result.settled.append(
+                    ledger_row(
+                        source.model,
+                        rev,
+                        step,
+                        probe.probe_id,
+                        Status.OK,
+                        "ledger row restored from the measurement shard",
+                    )
+                )
             continue
         try:
             sha = source.fingerprint(rev).weights_sha256
@@ -106,9 +126,17 @@ def plan_revisions(source: CheckpointSource, root: Path, chosen: dict[str, int |
             result.settled.append(ledger_row(source.model, rev, step, probe.probe_id, Status.MISSING, str(err)))
             continue
         if sha in known:
-            result.settled.append(ledger_row(source.model, rev, step, probe.probe_id, Status.DUPLICATE,
-                                             f"weights identical to {known[sha]} (sha256 {sha[:12]})",
-                                             duplicate_of=known[sha]))
+            result.settled.append(
+                ledger_row(
+                    source.model,
+                    rev,
+                    step,
+                    probe.probe_id,
+                    Status.DUPLICATE,
+                    f"weights identical to {known[sha]} (sha256 {sha[:12]})",
+                    duplicate_of=known[sha],
+                )
+            )
             continue
         known[sha] = rev
         result.to_measure[rev] = step
@@ -131,8 +159,14 @@ class Measurer:
     The skeleton (built from the first revision, rebuilt when a revision's weights do not fit it) is the state.
     """
 
-    def __init__(self, model_id: str, root: Path, probe: ProbeSet, settings: Settings,
-                 lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S):
+    def __init__(
+        self,
+        model_id: str,
+        root: Path,
+        probe: ProbeSet,
+        settings: Settings,
+        lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S,
+    ):
         from dynamics.models import resolve_device, resolve_dtype
 
         self.model_id, self.root, self.probe, self.settings = model_id, root, probe, settings
@@ -156,27 +190,46 @@ class Measurer:
                 from dynamics.models import load_model
 
                 self.model = load_model(fetched.folder, self.dtype, self.device)
-            stats = measure(self.model, self.probe.token_ids, batch_size=self.settings.batch_size,
-                            reduce_dtype=self.settings.reduce_dtype)
+            stats = measure(
+                self.model,
+                self.probe.token_ids,
+                batch_size=self.settings.batch_size,
+                reduce_dtype=self.settings.reduce_dtype,
+            )
             rows = store.as_measurements(
-                stats, model=self.model_id, revision=revision, step=step, commit=fetched.fingerprint.commit,
-                weights_sha256=fetched.fingerprint.weights_sha256, probe_id=self.probe.probe_id,
-                dtype=str(self.dtype).removeprefix("torch."), device=str(self.device),
+                stats,
+                model=self.model_id,
+                revision=revision,
+                step=step,
+                commit=fetched.fingerprint.commit,
+                weights_sha256=fetched.fingerprint.weights_sha256,
+                probe_id=self.probe.probe_id,
+                dtype=str(self.dtype).removeprefix("torch."),
+                device=str(self.device),
             )
             with store.store_lock(self.root, self.lock_timeout):
                 store.write_shard(self.root, store.MEASUREMENTS, rows)
             seconds_measure = time.perf_counter() - start
             nonfinite = int(stats["n_nonfinite"].sum())
-            status, detail = ((Status.NON_FINITE, f"{nonfinite} non-finite entries in |h|") if nonfinite
-                              else (Status.OK, ""))
+            status, detail = (
+                (Status.NON_FINITE, f"{nonfinite} non-finite entries in |h|") if nonfinite else (Status.OK, "")
+            )
         except MissingCheckpoint as err:
             status, detail = Status.MISSING, str(err)
         except CorruptCheckpoint as err:
             status, detail = Status.CORRUPT, str(err)
         except Exception as err:  # a long sweep records any failure and goes on
             status, detail = Status.FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        return ledger_row(self.model_id, revision, step, self.probe.probe_id, status, detail,
-                          seconds_fetch=fetched.seconds, seconds_measure=seconds_measure)
+        return ledger_row(
+            self.model_id,
+            revision,
+            step,
+            self.probe.probe_id,
+            status,
+            detail,
+            seconds_fetch=fetched.seconds,
+            seconds_measure=seconds_measure,
+        )
 
 
 def run(
@@ -253,12 +306,21 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
         try:
             config = AutoConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"cannot read the config of {source.model}@{revision} ({str(err).splitlines()[0][:160]}); "
-                            "check that its config.json names a model type transformers supports") from None
+            raise UserError(
+                f"cannot read the config of {source.model}@{revision} ({str(err).splitlines()[0][:160]}); "
+                "check that its config.json names a model type transformers supports"
+            ) from None
         check_model_type(config)
         seq_len = resolve_seq_len(config, settings.seq_len)
         online = isinstance(source, HubSource) and not source.offline
-        return make_probes(settings.probe, list(settings.probe_text), load_tokenizer(folder), settings.n_seq,
-                           seq_len, hub_model=online, bos=settings.bos)
+        return make_probes(
+            settings.probe,
+            list(settings.probe_text),
+            load_tokenizer(folder),
+            settings.n_seq,
+            seq_len,
+            hub_model=online,
+            bos=settings.bos,
+        )
     finally:
         source.evict(revision, measured=False)

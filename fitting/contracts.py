@@ -8,7 +8,7 @@ column added or renamed in one place is seen everywhere (docs/science.md §1 def
 
 import importlib.metadata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import polars as pl
@@ -73,13 +73,31 @@ LEDGER_SCHEMA = {
 }
 
 
-def ledger_row(model: str, revision: str, step: int | None, probe_id: str, status: Status, detail: str = "", *,
-               duplicate_of: str | None = None, seconds_fetch: float | None = None,
-               seconds_measure: float | None = None) -> dict:
+def ledger_row(
+    model: str,
+    revision: str,
+    step: int | None,
+    probe_id: str,
+    status: Status,
+    detail: str = "",
+    *,
+    duplicate_of: str | None = None,
+    seconds_fetch: float | None = None,
+    seconds_measure: float | None = None,
+) -> dict:
     """One ledger row, stamped with the current time."""
-    return {"model": model, "revision": revision, "step": step, "probe_id": probe_id, "status": str(Status(status)),
-            "detail": detail, "duplicate_of": duplicate_of, "seconds_fetch": seconds_fetch,
-            "seconds_measure": seconds_measure, "recorded_at": datetime.now(timezone.utc)}
+    return {
+        "model": model,
+        "revision": revision,
+        "step": step,
+        "probe_id": probe_id,
+        "status": str(Status(status)),
+        "detail": detail,
+        "duplicate_of": duplicate_of,
+        "seconds_fetch": seconds_fetch,
+        "seconds_measure": seconds_measure,
+        "recorded_at": datetime.now(UTC),
+    }
 
 
 # The five parameters of paper Eq. 9, f(t) = A exp(-lam x) log(x) + K with x = gamma t + t0.
@@ -121,8 +139,9 @@ class Architecture:
             value = getattr(self, name)
             # numpy integers come from tables; a bool is an int to Python but never a layer count.
             if isinstance(value, bool) or not hasattr(value, "__index__") or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}: give the model's "
-                                f"{FIELD_MEANINGS[name]}")
+                raise UserError(
+                    f"{name} must be a positive integer, got {value!r}: give the model's {FIELD_MEANINGS[name]}"
+                )
         if self.d_model % self.n_heads:
             raise UserError(
                 f"n_heads={self.n_heads} does not divide d_model={self.d_model}: choose a head count that divides "

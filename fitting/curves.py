@@ -17,9 +17,7 @@ def emergence_jacobian(t, A, lam, gamma, t0, K):
     decay = np.exp(-lam * x)
     log_x = np.log(x)
     d_x = A * decay * (1.0 / x - lam * log_x)  # Eq. 10 without the factor gamma
-    return np.column_stack(
-        [decay * log_x, -A * x * decay * log_x, d_x * t, d_x, np.ones_like(t)]
-    )
+    return np.column_stack([decay * log_x, -A * x * decay * log_x, d_x * t, d_x, np.ones_like(t)])
 
 
 def emergence_eq14(t, A1, A2, beta, tau0, K):

@@ -69,8 +69,9 @@ class Normalisation:
 
     def factor(self, unit):
         """Multiplier taking a parameter of this unit (and its standard error) back to original units."""
-        return {AMPLITUDE: self.y_scale, LEVEL: self.y_scale, RATE: 1.0 / self.t_scale, TIME: self.t_scale,
-                PURE: 1.0}[unit]
+        return {AMPLITUDE: self.y_scale, LEVEL: self.y_scale, RATE: 1.0 / self.t_scale, TIME: self.t_scale, PURE: 1.0}[
+            unit
+        ]
 
     def to_original(self, unit, value):
         return value * self.factor(unit) + (self.y_shift if unit == LEVEL else 0.0)
@@ -128,8 +129,14 @@ class CurveModel(lmfit.Model):
         return [{n: guess[n] for n in self.shape_bounds}] + [s for s in found if s is not None]
 
     def _search(self, t, data):
-        return ShapeSearch(self.basis, self.shape_bounds, t, data, self.level is not None,
-                           None if self.jacobian is None else self.basis_jacobian)
+        return ShapeSearch(
+            self.basis,
+            self.shape_bounds,
+            t,
+            data,
+            self.level is not None,
+            None if self.jacobian is None else self.basis_jacobian,
+        )
 
     def peak(self, values):
         """Training step of the curve's peak for these parameter values; NaN when it has none."""
@@ -177,8 +184,11 @@ class EmergenceModel(CurveModel):
         data, t = np.asarray(data, float), np.asarray(t, float)
         amplitude = float(np.ptp(data))
         params = self.make_params(
-            A=amplitude, K=float(data.min()) + amplitude / 2, lam=1.0 / float(np.std(t)),
-            gamma=1.0 / float(np.ptp(t)), t0=1.0,
+            A=amplitude,
+            K=float(data.min()) + amplitude / 2,
+            lam=1.0 / float(np.std(t)),
+            gamma=1.0 / float(np.ptp(t)),
+            t0=1.0,
         )
         return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
@@ -186,9 +196,11 @@ class EmergenceModel(CurveModel):
         """Slow logarithmic rise, mid-course peak, early peak then decay (three ranges of lam), each starting
         below its baseline (t0 < 1, log x < 0 at step 0) or above it."""
         gamma = np.logspace(-1.0, 5.0, 13) / float(np.ptp(t))
-        return [_grid(lam=lams, gamma=gamma, t0=t0)
-                for lams in ((1e-3, 0.01, 0.05), (0.1, 0.2, 0.5), (1.0, 2.0, 5.0))
-                for t0 in ((0.03, 0.1, 0.3, 0.6), (1.0, 1.5, 2.5, 5.0))]
+        return [
+            _grid(lam=lams, gamma=gamma, t0=t0)
+            for lams in ((1e-3, 0.01, 0.05), (0.1, 0.2, 0.5), (1.0, 2.0, 5.0))
+            for t0 in ((0.03, 0.1, 0.3, 0.6), (1.0, 1.5, 2.5, 5.0))
+        ]
 
     def peak(self, values):
         return t_peak(values["lam"], values["gamma"], values["t0"])
@@ -325,8 +337,14 @@ def fit_curve(model, t, y, start=None):
         a, c = search.coefficients(shape)
         values = shape | {model.amplitude: a} | ({model.level: c} if has_level else {})
         with np.errstate(all="ignore"):
-            result = model.fit(yn, model.bounded_params(values), t=tn, method="least_squares",
-                               max_nfev=LMFIT_NFEV, fit_kws=model._fit_kws())
+            result = model.fit(
+                yn,
+                model.bounded_params(values),
+                t=tn,
+                method="least_squares",
+                max_nfev=LMFIT_NFEV,
+                fit_kws=model._fit_kws(),
+            )
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
         return _failure(model, n, f"the fit failed: {_first_line(err)}")
     return _summarise(model, result, norm, tn, yn)
@@ -345,7 +363,8 @@ def _summarise(model, result, norm, tn, yn):
     messages = [str(result.message)]
     # Only the box's own edges: lam = 0 is the natural bound of a pure logarithmic rise, not a warning sign.
     at_edge = [
-        name for name, (low, high) in model.shape_bounds.items()
+        name
+        for name, (low, high) in model.shape_bounds.items()
         if any(edge > 0 and math.isclose(fitted[name], edge, rel_tol=1e-6) for edge in (low, high))
     ]
     if at_edge:

@@ -91,8 +91,13 @@ class ShapeSearch:
     def minimise(self, shape, **options):
         """(shape, cost) after least_squares from `shape`; options go to scipy's least_squares."""
         with np.errstate(all="ignore"):
-            found = least_squares(self.residual, self.coordinates(shape), bounds=(self.lower, self.upper),
-                                  jac="2-point" if self.basis_jacobian is None else self.jacobian, **options)
+            found = least_squares(
+                self.residual,
+                self.coordinates(shape),
+                bounds=(self.lower, self.upper),
+                jac="2-point" if self.basis_jacobian is None else self.jacobian,
+                **options,
+            )
         return self.shape(found.x), float(found.cost)
 
     def coefficients(self, shape):

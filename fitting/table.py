@@ -109,8 +109,10 @@ def select_probe(measurements: pl.DataFrame, probe_id: str | None = None) -> pl.
     several = probes.filter(pl.col("probe_id").list.len() > 1)
     if several.height:
         model, ids = several.sort("model").row(0)
-        raise UserError(f"model {model} was measured with several probes ({', '.join(ids)}); pass --probe-id ID to "
-                        f"use one, or --probe-id {ALL_PROBES} to average sequences of different probes together")
+        raise UserError(
+            f"model {model} was measured with several probes ({', '.join(ids)}); pass --probe-id ID to "
+            f"use one, or --probe-id {ALL_PROBES} to average sequences of different probes together"
+        )
     return measurements
 
 
@@ -148,13 +150,17 @@ def series_table(measurements, series="ratio"):
     """The series of every layer: columns model, layer, step, value."""
     function = _series_function(series)
     frames = [
-        pl.DataFrame({"model": model, "layer": layer, "step": steps,
-                      "value": function(stats, np.ones(stats["top1"].shape[1]))},
-                     schema={"model": pl.String, "layer": pl.Int32, "step": pl.Int64, "value": pl.Float64})
+        pl.DataFrame(
+            {"model": model, "layer": layer, "step": steps, "value": function(stats, np.ones(stats["top1"].shape[1]))},
+            schema={"model": pl.String, "layer": pl.Int32, "step": pl.Int64, "value": pl.Float64},
+        )
         for model, layer, steps, stats in layer_stats(measurements)
     ]
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"model": pl.String, "layer": pl.Int32,
-                                                                 "step": pl.Int64, "value": pl.Float64})
+    return (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"model": pl.String, "layer": pl.Int32, "step": pl.Int64, "value": pl.Float64})
+    )
 
 
 def _null_if_nan(value):
@@ -168,10 +174,17 @@ def _row(model, fit):
     row = {"hypothesis": model.hypothesis}
     for name in EQ9_PARAMS:
         row |= {name: eq9.get(name), f"{name}_se": stderr.get(name)}
-    row |= {"r2": _null_if_nan(fit.r2), "aic": _null_if_nan(fit.aic), "bic": _null_if_nan(fit.bic),
-            "n_points": fit.n_points, "success": fit.success, "message": fit.message, "t_peak": fit.t_peak,
-            "params": json.dumps(fit.params) if fit.params else None,
-            "params_se": json.dumps(fit.stderr) if fit.stderr else None}
+    row |= {
+        "r2": _null_if_nan(fit.r2),
+        "aic": _null_if_nan(fit.aic),
+        "bic": _null_if_nan(fit.bic),
+        "n_points": fit.n_points,
+        "success": fit.success,
+        "message": fit.message,
+        "t_peak": fit.t_peak,
+        "params": json.dumps(fit.params) if fit.params else None,
+        "params_se": json.dumps(fit.stderr) if fit.stderr else None,
+    }
     return row
 
 
@@ -190,8 +203,10 @@ def _bootstrap_columns(model, fit, steps, stats, function, weights):
         values = np.array(values, dtype=float)
         values = values[np.isfinite(values)]
         low, high = np.percentile(values, [2.5, 97.5]) if values.size else (None, None)
-        columns |= {f"{name}_lo": _null_if_nan(float(low)) if values.size else None,
-                    f"{name}_hi": _null_if_nan(float(high)) if values.size else None}
+        columns |= {
+            f"{name}_lo": _null_if_nan(float(low)) if values.size else None,
+            f"{name}_hi": _null_if_nan(float(high)) if values.size else None,
+        }
     return columns
 
 
@@ -217,15 +232,24 @@ def _fit_layer(task):
 
 def _schema(bootstrap, carried):
     schema = {"model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String}
-    schema |= {name: pl.Float64 for name in EQ9_PARAMS}
+    schema |= dict.fromkeys(EQ9_PARAMS, pl.Float64)
     schema |= {f"{name}_se": pl.Float64 for name in EQ9_PARAMS}
-    schema |= {"r2": pl.Float64, "aic": pl.Float64, "bic": pl.Float64, "n_points": pl.Int32, "success": pl.Boolean,
-               "message": pl.String, "t_peak": pl.Float64, "params": pl.String, "params_se": pl.String}
+    schema |= {
+        "r2": pl.Float64,
+        "aic": pl.Float64,
+        "bic": pl.Float64,
+        "n_points": pl.Int32,
+        "success": pl.Boolean,
+        "message": pl.String,
+        "t_peak": pl.Float64,
+        "params": pl.String,
+        "params_se": pl.String,
+    }
     if bootstrap:
         for name in (*EQ9_PARAMS, "t_peak"):
             schema |= {f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64}
         schema["n_boot"] = pl.Int32
-    return schema | {c: pl.String for c in carried}
+    return schema | dict.fromkeys(carried, pl.String)
 
 
 def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, seed=0, n_jobs=None):
@@ -238,8 +262,10 @@ def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, 
     _series_function(series)
     if bootstrap < 0:
         raise UserError(f"--bootstrap must be 0 or more, not {bootstrap}")
-    tasks = [(model, layer, steps, stats, series, tuple(hypotheses), bootstrap, seed)
-             for model, layer, steps, stats in layer_stats(measurements)]
+    tasks = [
+        (model, layer, steps, stats, series, tuple(hypotheses), bootstrap, seed)
+        for model, layer, steps, stats in layer_stats(measurements)
+    ]
     workers = min(n_jobs or os.cpu_count() or 1, len(tasks))
     if workers > 1 and len(tasks) * len(hypotheses) * (1 + bootstrap) >= POOL_MIN_FITS:
         # On Linux, fork: workers start in milliseconds instead of re-importing SciPy and lmfit for about a
@@ -255,7 +281,8 @@ def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, 
     carried = [c for c in CARRIED if c in measurements.columns]
     if carried:
         provenance = measurements.group_by("model").agg(
-            pl.col(c).cast(pl.String).unique().sort().str.join(",") for c in carried)
+            pl.col(c).cast(pl.String).unique().sort().str.join(",") for c in carried
+        )
         fits = fits.join(provenance, on="model", how="left", maintain_order="left")
     return fits
 
@@ -280,12 +307,17 @@ def read_fits(path: str | Path) -> pl.DataFrame:
         else:
             fits, version = pl.read_parquet(path), pl.read_parquet_metadata(path).get(SCHEMA_KEY)
     except (OSError, pl.exceptions.PolarsError) as err:
-        raise UserError(f"cannot read the fits table {path} ({' '.join(str(err).split())[:160]}); pass a parquet or "
-                        "CSV file written by `mdyn fit`") from None
+        raise UserError(
+            f"cannot read the fits table {path} ({' '.join(str(err).split())[:160]}); pass a parquet or "
+            "CSV file written by `mdyn fit`"
+        ) from None
     require_columns(fits, FITS_COLUMNS, f"the fits table {path}")
     if version not in (None, str(SCHEMA_VERSION)):
-        warnings.warn(f"{path} is marked as fits schema version {version}, this package writes {SCHEMA_VERSION}; "
-                      "reading it by its columns (refit with `mdyn fit` if a figure looks wrong)", stacklevel=2)
+        warnings.warn(
+            f"{path} is marked as fits schema version {version}, this package writes {SCHEMA_VERSION}; "
+            "reading it by its columns (refit with `mdyn fit` if a figure looks wrong)",
+            stacklevel=2,
+        )
     return fits
 
 

@@ -90,10 +90,12 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
             "and pass the file as --architectures"
         )
     rows = rows.sort("model", "layer")
-    features = np.vstack([
-        layer_features(archs[model], group["layer"].to_numpy())
-        for (model,), group in rows.group_by("model", maintain_order=True)
-    ])
+    features = np.vstack(
+        [
+            layer_features(archs[model], group["layer"].to_numpy())
+            for (model,), group in rows.group_by("model", maintain_order=True)
+        ]
+    )
     return pl.concat(
         [rows.select("model", "layer", "series"), pl.DataFrame(features, schema=list(FEATURES)), rows.select(TARGETS)],
         how="horizontal",
@@ -107,5 +109,3 @@ def table_hash(table: pl.DataFrame) -> str:
         h.update("\0".join(map(str, table[name].to_list())).encode() + b"\1")
     h.update(np.ascontiguousarray(table.select(*FEATURES, *TARGETS).to_numpy(), dtype="<f8").tobytes())
     return h.hexdigest()
-
-

@@ -50,12 +50,18 @@ def paper_protocol(X, Y, kinds=KINDS, estimator=None, random_state=0, test_size=
         predicted = clone(model).fit(X[train], Y[train]).predict(X[test])
         cv_r2 = _cv_r2(model, X[train], Y[train], folds)
         for j, target in enumerate(TARGETS):
-            rows.append({
-                "protocol": "paper", "kind": kind, "target": target,
-                **_metrics(Y[test, j], predicted[:, j]),
-                "cv_r2_mean": np.nanmean(cv_r2[:, j]), "cv_r2_std": np.nanstd(cv_r2[:, j]),
-                "n_train": len(train), "n_test": len(test),
-            })
+            rows.append(
+                {
+                    "protocol": "paper",
+                    "kind": kind,
+                    "target": target,
+                    **_metrics(Y[test, j], predicted[:, j]),
+                    "cv_r2_mean": np.nanmean(cv_r2[:, j]),
+                    "cv_r2_std": np.nanstd(cv_r2[:, j]),
+                    "n_train": len(train),
+                    "n_test": len(test),
+                }
+            )
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
@@ -76,22 +82,31 @@ def leave_one_model_out(X, Y, groups, kinds=KINDS, estimator=None) -> pl.DataFra
         for train, test in splits:
             predicted[test] = clone(model).fit(X[train], Y[train]).predict(X[test])
         for j, target in enumerate(TARGETS):
-            rows.append({
-                "protocol": "leave-one-model-out", "kind": kind, "target": target,
-                **_metrics(Y[:, j], predicted[:, j]),
-                "cv_r2_mean": None, "cv_r2_std": None,
-                "n_train": round(np.mean([len(train) for train, _ in splits])), "n_test": len(Y),
-            })
+            rows.append(
+                {
+                    "protocol": "leave-one-model-out",
+                    "kind": kind,
+                    "target": target,
+                    **_metrics(Y[:, j], predicted[:, j]),
+                    "cv_r2_mean": None,
+                    "cv_r2_std": None,
+                    "n_train": round(np.mean([len(train) for train, _ in splits])),
+                    "n_test": len(Y),
+                }
+            )
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
 def _cv_r2(model, X, Y, folds) -> np.ndarray:
     """R² per fold and target, shape (n_folds, n_targets); NaN for a fold of one test row, where R² is undefined."""
-    return np.array([
-        r2_score(Y[test], clone(model).fit(X[train], Y[train]).predict(X[test]), multioutput="raw_values")
-        if len(test) > 1 else np.full(Y.shape[1], np.nan)
-        for train, test in folds
-    ])
+    return np.array(
+        [
+            r2_score(Y[test], clone(model).fit(X[train], Y[train]).predict(X[test]), multioutput="raw_values")
+            if len(test) > 1
+            else np.full(Y.shape[1], np.nan)
+            for train, test in folds
+        ]
+    )
 
 
 def _template(estimator, kind):

@@ -28,8 +28,9 @@ class Prediction:
 def outside_training_range(trained: TrainedPredictor, features: np.ndarray) -> list[str]:
     """Descriptions of the features that leave the training range, e.g. 'd/L = 21.33 (trained on 32..64)'."""
     described = []
-    for name, lo, hi, tmin, tmax in zip(FEATURES, features.min(axis=0), features.max(axis=0),
-                                        trained.feature_min, trained.feature_max):
+    for name, lo, hi, tmin, tmax in zip(
+        FEATURES, features.min(axis=0), features.max(axis=0), trained.feature_min, trained.feature_max
+    ):
         if lo < tmin or hi > tmax:
             values = f"{lo:.4g}" if lo == hi else f"{lo:.4g}..{hi:.4g}"
             described.append(f"{name} = {values} (trained on {tmin:.4g}..{tmax:.4g})")
@@ -74,10 +75,12 @@ def _curves(targets, point, members, steps, tails, n_points) -> pl.DataFrame:
         member_values = emergence(step[None, None, :], **{t: members[:, :, j, None] for j, t in enumerate(targets)})
         low, high = np.nanquantile(member_values, tails, axis=0)
     n_layers = point.shape[0]
-    return pl.DataFrame({
-        "layer": pl.Series(np.repeat(np.arange(n_layers), step.size), dtype=pl.Int32),
-        "step": np.tile(step, n_layers).astype(np.int64),
-        "value": value.ravel(),
-        "value_lo": low.ravel(),
-        "value_hi": high.ravel(),
-    })
+    return pl.DataFrame(
+        {
+            "layer": pl.Series(np.repeat(np.arange(n_layers), step.size), dtype=pl.Int32),
+            "step": np.tile(step, n_layers).astype(np.int64),
+            "value": value.ravel(),
+            "value_lo": low.ravel(),
+            "value_hi": high.ravel(),
+        }
+    )

@@ -21,13 +21,15 @@ from predictors.regressors import EmergencePredictor
 FORMAT = 1
 # The types `save` writes that skops does not trust by default: the estimator class, the trees of random_forest
 # and gradient_boosting, the trees of the xgboost fallback, and (with the optional extra) XGBoost's own.
-TRUSTED_TYPES = frozenset({
-    "predictors.regressors.EmergencePredictor",
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "xgboost.sklearn.XGBRegressor",
-    "xgboost.core.Booster",
-})
+TRUSTED_TYPES = frozenset(
+    {
+        "predictors.regressors.EmergencePredictor",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "xgboost.sklearn.XGBRegressor",
+        "xgboost.core.Booster",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def train(table: pl.DataFrame, estimator: EmergencePredictor | None = None) -> T
         feature_max=X.max(axis=0),
         package_version=package_version(),
         sklearn_version=sklearn.__version__,
-        trained_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        trained_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
 
 

@@ -8,11 +8,25 @@ def tiny_config(arch: str, vocab: int = 96, context: int = 64):
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
 
     if arch == "gpt_neox":
-        return GPTNeoXConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                             intermediate_size=128, max_position_embeddings=context, rotary_pct=0.25)
+        return GPTNeoXConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=context,
+            rotary_pct=0.25,
+        )
     if arch == "llama":
-        return LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2, intermediate_size=64, max_position_embeddings=context)
+        return LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=context,
+        )
     if arch == "gpt2":
         return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=4, n_positions=context)
     raise ValueError(arch)

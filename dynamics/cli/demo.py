@@ -22,7 +22,9 @@ def demo(
     cache: Annotated[
         Path, typer.Option(help="HF cache holding the demo suite; a build already there is reused.")
     ] = SUITE_CACHE,
-    preset: Annotated[str, typer.Option(help="Suite to build and sweep: demo (about 2 minutes), or micro (seconds).")] = "demo",
+    preset: Annotated[
+        str, typer.Option(help="Suite to build and sweep: demo (about 2 minutes), or micro (seconds).")
+    ] = "demo",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for training the demo suite.")] = None,
     device: options.Device = "auto",
 ) -> None:
@@ -76,29 +78,54 @@ def demo(
         write_suite_tables(manifest, out / "suite")
     with stage("2. sweep"):
         settings = Settings(probe="embedded", n_seq=10, batch_size=10, bos=True, device=device).check()
-        plans = sweep.plan_targets(console, [m["model"] for m in manifest["models"]], out / "store", "all", settings,
-                                   offline=True, cache_dir=cache, eviction="keep")
+        plans = sweep.plan_targets(
+            console,
+            [m["model"] for m in manifest["models"]],
+            out / "store",
+            "all",
+            settings,
+            offline=True,
+            cache_dir=cache,
+            eviction="keep",
+        )
         sweep.sweep_locally(console, plans, out / "store", settings)
     with stage("3. fit"):
-        measurements = pl.concat([store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")],
-                                 how="diagonal_relaxed")
+        measurements = pl.concat(
+            [store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")], how="diagonal_relaxed"
+        )
         measurements.write_parquet(out / "measurements.parquet")
         with console.status("fitting every layer with every hypothesis"):
             fits = fit_table(measurements, series="ratio")
         write_fits(fits, out / "fits.parquet")
         fit.show_summary(console, fits, r2_summary(fits), hypothesis_summary(fits))
     with stage("4. train a predictor"):
-        architectures = pl.concat([pl.read_csv(shipped / "architectures.csv"), pl.read_csv(out / "suite" / "architectures.csv")])
+        architectures = pl.concat(
+            [pl.read_csv(shipped / "architectures.csv"), pl.read_csv(out / "suite" / "architectures.csv")]
+        )
         architectures.write_csv(out / "architectures.csv")
-        train.run_training(console, out / "fits.parquet", out / "predictor.skops", out / "architectures.csv",
-                           protocol="lomo", compare=False)
+        train.run_training(
+            console,
+            out / "fits.parquet",
+            out / "predictor.skops",
+            out / "architectures.csv",
+            protocol="lomo",
+            compare=False,
+        )
     with stage("5. predict a planned architecture"):
         (out / "prediction").mkdir(exist_ok=True)
-        predict.run_prediction(console, load(out / "predictor.skops"), from_spec(**PLANNED), steps=3000,
-                               out=out / "prediction")
+        predict.run_prediction(
+            console, load(out / "predictor.skops"), from_spec(**PLANNED), steps=3000, out=out / "prediction"
+        )
     with stage("6. figures and report"):
-        report.write_report(console, out / "measurements.parquet", out, out / "fits.parquet",
-                            out / "predictor.skops", out / "architectures.csv", figures_dir=out / "figures")
+        report.write_report(
+            console,
+            out / "measurements.parquet",
+            out,
+            out / "fits.parquet",
+            out / "predictor.skops",
+            out / "architectures.csv",
+            figures_dir=out / "figures",
+        )
 
     table = Table(title=f"demo finished: everything is in {out.resolve()}")
     table.add_column("stage")

@@ -19,10 +19,15 @@ from dynamics.cli.figure_options import (
 from dynamics.cli.paths import check_output_dir
 from fitting.errors import UserError
 
+
 def figures(
     store: Store,
-    out: Annotated[Path, typer.Option(help="Folder for the figures (fig1_overview.png ...) and tables "
-                                      "(table1_fit_quality.csv and .md ...).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the figures (fig1_overview.png ...) and tables (table1_fit_quality.csv and .md ...)."
+        ),
+    ],
     fits: Fits = None,
     predictor: Predictor = None,
     architectures: Architectures = None,
@@ -48,8 +53,7 @@ def figures(
     check_output_dir(out)
     console = Console(soft_wrap=True)
     with warnings_as_messages():
-        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators,
-                             jobs)
+        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators, jobs)
         written = skipped = 0
         for built in build_all(loaded.inputs):
             if built.skipped:
@@ -59,5 +63,4 @@ def figures(
             for path in save(built, out, format, loaded.note):
                 console.print(f"wrote {path}", markup=False)
             written += 1
-    console.print(f"{written} figures and tables in {out}" + (f", {skipped} skipped" if skipped else ""),
-                  markup=False)
+    console.print(f"{written} figures and tables in {out}" + (f", {skipped} skipped" if skipped else ""), markup=False)

@@ -10,31 +10,59 @@ from fitting.errors import UserError
 
 
 def fit(
-    store: Annotated[Path, typer.Option(
-        help="A results store (every parquet file under STORE/measurements/ is read) or one measurements "
-        "parquet file with at least the columns model, step, seq, layer, top1, top2, top3, median.")],
-    series: Annotated[str, typer.Option(
-        help="The trajectory fitted per layer: ratio (mean top-1 / mean median over the probe sequences, "
-        "the paper's Eq. 8), ratio_mean (mean of per-sequence ratios), top1, median, top2_ratio, top3_ratio.")]
-    = "ratio",
-    hypotheses: Annotated[str, typer.Option(
-        help="emergence (paper Eq. 9), or all: also log_rise (Eq. 9 with lambda = 0), first_order_step and "
-        "second_order_step, with R², AIC and BIC side by side (the paper's Table 5).")] = "emergence",
-    bootstrap: Annotated[int, typer.Option(
-        help="Resample the probe sequences this many times and refit, for 2.5-97.5 % intervals of every "
-        "parameter and of the peak step (columns *_lo, *_hi). 0: no intervals.", min=0)] = 0,
-    out: Annotated[Path | None, typer.Option(
-        help="Output file. Default: STORE/fits.parquet (fits.parquet beside a single input file); with "
-        "--plot, a PNG beside it.")] = None,
-    plot: Annotated[tuple[str, int] | None, typer.Option(
-        metavar="MODEL LAYER",
-        help="Instead of the table, draw one layer: its points, the fitted curves and the peak step, on a "
-        "log-step axis.")] = None,
+    store: Annotated[
+        Path,
+        typer.Option(
+            help="A results store (every parquet file under STORE/measurements/ is read) or one measurements "
+            "parquet file with at least the columns model, step, seq, layer, top1, top2, top3, median."
+        ),
+    ],
+    series: Annotated[
+        str,
+        typer.Option(
+            help="The trajectory fitted per layer: ratio (mean top-1 / mean median over the probe sequences, "
+            "the paper's Eq. 8), ratio_mean (mean of per-sequence ratios), top1, median, top2_ratio, top3_ratio."
+        ),
+    ] = "ratio",
+    hypotheses: Annotated[
+        str,
+        typer.Option(
+            help="emergence (paper Eq. 9), or all: also log_rise (Eq. 9 with lambda = 0), first_order_step and "
+            "second_order_step, with R², AIC and BIC side by side (the paper's Table 5)."
+        ),
+    ] = "emergence",
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            help="Resample the probe sequences this many times and refit, for 2.5-97.5 % intervals of every "
+            "parameter and of the peak step (columns *_lo, *_hi). 0: no intervals.",
+            min=0,
+        ),
+    ] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file. Default: STORE/fits.parquet (fits.parquet beside a single input file); with "
+            "--plot, a PNG beside it."
+        ),
+    ] = None,
+    plot: Annotated[
+        tuple[str, int] | None,
+        typer.Option(
+            metavar="MODEL LAYER",
+            help="Instead of the table, draw one layer: its points, the fitted curves and the peak step, on a "
+            "log-step axis.",
+        ),
+    ] = None,
     jobs: Annotated[int | None, typer.Option(help="Worker processes. Default: every core.", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    probe_id: Annotated[str | None, typer.Option(
-        help="Fit only the measurements of this probe id; `all` averages the sequences of every probe together. "
-        "Needed when a model was measured with several probes.")] = None,
+    probe_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit only the measurements of this probe id; `all` averages the sequences of every probe together. "
+            "Needed when a model was measured with several probes."
+        ),
+    ] = None,
 ) -> None:
     """Fit A·exp(-λx)·log(x) + K, x = γt + t0 (paper Eq. 9) to every (model, layer) of a measurements table.
 
@@ -79,8 +107,7 @@ def fit(
     if target.resolve() == store.resolve():
         raise UserError(f"--out {target} would overwrite the measurements; choose another file")
     with console.status(f"fitting {series} per layer"):
-        fits = fit_table(measurements, series=series, hypotheses=chosen, bootstrap=bootstrap, seed=seed,
-                         n_jobs=jobs)
+        fits = fit_table(measurements, series=series, hypotheses=chosen, bootstrap=bootstrap, seed=seed, n_jobs=jobs)
     write_fits(fits, target)
     show_summary(console, fits, r2_summary(fits), hypothesis_summary(fits) if len(chosen) > 1 else None)
     console.print(f"wrote {target} ({fits.height} rows)", markup=False)
@@ -114,7 +141,8 @@ def show_summary(console, fits, summary, by_hypothesis):
 
     failed = fits.filter(~pl.col("success"))
     for row in failed.head(20).iter_rows(named=True):
-        console.print(f"failed: {row['model']} layer {row['layer']} {row['hypothesis']}: {row['message']}",
-                      markup=False)
+        console.print(
+            f"failed: {row['model']} layer {row['layer']} {row['hypothesis']}: {row['message']}", markup=False
+        )
     if failed.height > 20:
         console.print(f"... and {failed.height - 20} more failures (column success in the table)")

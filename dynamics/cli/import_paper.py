@@ -7,8 +7,13 @@ import typer
 
 
 def import_paper(
-    path: Annotated[Path, typer.Argument(help="Local copy of the released dataset: the folder holding "
-                                         "pythia_{size}/stats/exp2_pythia_{size}_step{N}.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Local copy of the released dataset: the folder holding "
+            "pythia_{size}/stats/exp2_pythia_{size}_step{N}."
+        ),
+    ],
     store: Annotated[Path, typer.Option(help="Store to write into (created when missing or empty).")],
 ) -> None:
     """Import the statistics of Gallego-Feliciano et al. (10 probe sequences x top-1/2/3/median x layers, per

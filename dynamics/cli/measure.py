@@ -12,9 +12,12 @@ from fitting.errors import UserError
 
 def measure(
     model: Annotated[str, typer.Argument(help="A hub repo id (e.g. EleutherAI/pythia-70m) or a local model folder.")],
-    store_dir: Annotated[Path | None, typer.Option("--store", help="Store folder to write into (created if missing; "
-                                                   "required).")] = None,
-    revision: Annotated[str, typer.Option(help="Hub revision (a branch), e.g. step1000. Ignored for a local folder.")] = "main",
+    store_dir: Annotated[
+        Path | None, typer.Option("--store", help="Store folder to write into (created if missing; required).")
+    ] = None,
+    revision: Annotated[
+        str, typer.Option(help="Hub revision (a branch), e.g. step1000. Ignored for a local folder.")
+    ] = "main",
     probe: options.Probe = "auto",
     probe_text: options.ProbeText = None,
     n_seq: options.NSeq = 10,
@@ -51,8 +54,9 @@ def measure(
     options.quiet_transformers()
     settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos)
     store.check_store(store_dir)
-    source = open_source(model, offline=offline or None, cache_dir=cache_dir, eviction="keep", model=model_name,
-                         one_model=True)
+    source = open_source(
+        model, offline=offline or None, cache_dir=cache_dir, eviction="keep", model=model_name, one_model=True
+    )
     if isinstance(source, ModelFolderSource):
         revision = source.revision
     the_plan = plan_revisions(source, store_dir, {revision: PYTHIA.step(revision)}, settings, lock_timeout)
@@ -83,20 +87,29 @@ def _print_summary(rows, probes, path: Path, fresh: bool) -> None:
         .sort("layer")
     )
     first = rows.row(0, named=True)
-    table = Table(title=f"{first['model']} @ {first['revision']}: {probes.n_seq} x {probes.seq_len} tokens, "
-                        f"probe {probes.source} ({probes.probe_id})")
+    table = Table(
+        title=f"{first['model']} @ {first['revision']}: {probes.n_seq} x {probes.seq_len} tokens, "
+        f"probe {probes.source} ({probes.probe_id})"
+    )
     for name in ("layer", "mean top1", "mean median", "ratio", "top1 pos (mode)", "top1 dim (mode)"):
         table.add_column(name, justify="right")
     for r in summary.iter_rows(named=True):
-        table.add_row(str(r["layer"]), f"{r['top1']:.4g}", f"{r['median']:.4g}", f"{r['top1'] / r['median']:.4g}",
-                      str(r["pos"]), str(r["dim"]))
+        table.add_row(
+            str(r["layer"]),
+            f"{r['top1']:.4g}",
+            f"{r['median']:.4g}",
+            f"{r['top1'] / r['median']:.4g}",
+            str(r["pos"]),
+            str(r["dim"]),
+        )
     console = Console()
     console.print(table)
     if summary["nonfinite"].sum():
-        console.print(f"[yellow]warning:[/] {summary['nonfinite'].sum()} non-finite entries (see n_nonfinite); "
-                      "try --dtype float32")
+        console.print(
+            f"[yellow]warning:[/] {summary['nonfinite'].sum()} non-finite entries (see n_nonfinite); "
+            "try --dtype float32"
+        )
     if fresh:
         console.print(f"wrote {path}", markup=False)
     else:
-        console.print(f"already in the store, measured {first['measured_at']:%Y-%m-%d %H:%M} UTC: {path}",
-                      markup=False)
+        console.print(f"already in the store, measured {first['measured_at']:%Y-%m-%d %H:%M} UTC: {path}", markup=False)

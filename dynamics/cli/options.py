@@ -18,9 +18,7 @@ ProbeText = Annotated[
     typer.Option("--probe-text", help="Measure on these UTF-8 text files instead (repeat the option for several)."),
 ]
 NSeq = Annotated[int, typer.Option(help="Number of probe sequences (the paper uses 10).")]
-SeqLen = Annotated[
-    int | None, typer.Option(help="Tokens per sequence. Default: the model's context, capped at 2048.")
-]
+SeqLen = Annotated[int | None, typer.Option(help="Tokens per sequence. Default: the model's context, capped at 2048.")]
 Dtype = Annotated[
     str,
     typer.Option(help="Weights dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16, float64."),
@@ -32,40 +30,55 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda
 BatchSize = Annotated[int, typer.Option(min=1, help="Sequences per forward pass; results do not depend on it.")]
 Offline = Annotated[
     bool,
-    typer.Option(help="Use only the local Hugging Face cache (as HF_HUB_OFFLINE=1 does); revisions come from the cache."),
+    typer.Option(
+        help="Use only the local Hugging Face cache (as HF_HUB_OFFLINE=1 does); revisions come from the cache."
+    ),
 ]
 Bos = Annotated[
     bool,
-    typer.Option(help="Start every probe sequence with the tokenizer's BOS token, for models trained that way (the "
-                 "tiny suite). Off by default, as the paper's protocol tokenizes without special tokens."),
+    typer.Option(
+        help="Start every probe sequence with the tokenizer's BOS token, for models trained that way (the "
+        "tiny suite). Off by default, as the paper's protocol tokenizes without special tokens."
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
-    typer.Option(help="Hugging Face hub cache to download into and read from. Default: $HF_HUB_CACHE (~/.cache/huggingface/hub)."),
+    typer.Option(
+        help="Hugging Face hub cache to download into and read from. Default: $HF_HUB_CACHE (~/.cache/huggingface/hub)."
+    ),
 ]
 Store = Annotated[Path, typer.Option("--store", help="Store folder to write into (created if missing).")]
 # `mdyn measure --out` was the store's old name there; it stays as a hidden alias.
 OldOut = Annotated[Path | None, typer.Option("--out", hidden=True)]
 LockTimeout = Annotated[
     float,
-    typer.Option(min=0, help="Seconds to wait for the store's writer lock when another process holds it, saying "
-                 "who does, before giving up."),
+    typer.Option(
+        min=0,
+        help="Seconds to wait for the store's writer lock when another process holds it, saying "
+        "who does, before giving up.",
+    ),
 ]
 Model = Annotated[
     str | None,
-    typer.Option(help="Model name to record a local folder's checkpoints under. Default: the folder's name (the "
-                 "parent's for a stepN folder); a store refuses a second folder of the same name."),
+    typer.Option(
+        help="Model name to record a local folder's checkpoints under. Default: the folder's name (the "
+        "parent's for a stepN folder); a store refuses a second folder of the same name."
+    ),
 ]
 KeepCheckpoints = Annotated[
     bool,
-    typer.Option(help="Keep every revision's files in the HF cache. Default: delete after measuring only what this "
-                 "sweep downloaded itself (online); an offline cache is never touched."),
+    typer.Option(
+        help="Keep every revision's files in the HF cache. Default: delete after measuring only what this "
+        "sweep downloaded itself (online); an offline cache is never touched."
+    ),
 ]
 Evict = Annotated[
     bool,
-    typer.Option(help="Delete each measured revision's snapshot from the HF cache, even if it was there before the "
-                 "sweep (e.g. to prune an offline cache you filled yourself); blobs other revisions or processes "
-                 "still use stay."),
+    typer.Option(
+        help="Delete each measured revision's snapshot from the HF cache, even if it was there before the "
+        "sweep (e.g. to prune an offline cache you filled yourself); blobs other revisions or processes "
+        "still use stay."
+    ),
 ]
 
 
@@ -82,8 +95,17 @@ def settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, bat
     """The checked measurement settings of the measuring commands' options."""
     from dynamics.sweep import Settings
 
-    return Settings(probe=probe, probe_text=tuple(probe_text or ()), n_seq=n_seq, seq_len=seq_len, dtype=dtype,
-                    device=device, batch_size=batch_size, reduce_dtype=reduce_dtype, bos=bos).check()
+    return Settings(
+        probe=probe,
+        probe_text=tuple(probe_text or ()),
+        n_seq=n_seq,
+        seq_len=seq_len,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        reduce_dtype=reduce_dtype,
+        bos=bos,
+    ).check()
 
 
 def quiet_transformers() -> None:

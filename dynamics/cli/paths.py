@@ -10,8 +10,9 @@ def _writable_folder(folder: Path, option: str, path: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"{option} {path}: cannot create {folder} ({err.strerror or err}); choose another path") \
-            from None
+        raise UserError(
+            f"{option} {path}: cannot create {folder} ({err.strerror or err}); choose another path"
+        ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: {folder} is not writable; choose another path")
 

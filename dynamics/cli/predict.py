@@ -22,8 +22,10 @@ def predict(
     steps: Annotated[int, typer.Option(help="Training steps over which to draw the predicted curve.")] = 143_000,
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for prediction.parquet, prediction.csv, prediction_curves.parquet and "
-                     "prediction.png [default: print only]."),
+        typer.Option(
+            help="Folder for prediction.parquet, prediction.csv, prediction_curves.parquet and "
+            "prediction.png [default: print only]."
+        ),
     ] = None,
 ) -> None:
     """Predict every layer's emergence curve (Eq. 9 parameters, 5-95 % intervals, peak step) for an architecture.
@@ -42,8 +44,9 @@ def predict(
     if config is None:
         missing = [name for name, value in spec.items() if value is None]
         if missing:
-            raise UserError(f"missing {', '.join(missing)}: give --config config.json or all of --layers, --hidden, "
-                            "--heads")
+            raise UserError(
+                f"missing {', '.join(missing)}: give --config config.json or all of --layers, --hidden, --heads"
+            )
     if steps < 1:
         raise UserError(f"--steps must be a positive number of training steps, got {steps}")
     arch = from_config(config) if config is not None else from_spec(layers, hidden, heads, ffn)

@@ -9,8 +9,13 @@ def revision_bar(console, the_plan) -> Iterator[Callable[[str, dict], None]]:
     """A rich bar over the plan's revisions; yields the `on_revision(revision, ledger_row)` that advances it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[timing]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[timing]}"),
+    )
     with Progress(*columns, console=console, disable=not the_plan.to_measure, transient=False) as bar:
         task = bar.add_task(the_plan.model, total=len(the_plan.to_measure), timing="")
 

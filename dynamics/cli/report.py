@@ -30,7 +30,8 @@ def report(
     n_estimators: NEstimators = 200,
     jobs: Jobs = None,
     figures_dir: Annotated[
-        Path | None, typer.Option(help="Also write every figure (PNG) and table (CSV, Markdown) here, as `mdyn figures` does.")
+        Path | None,
+        typer.Option(help="Also write every figure (PNG) and table (CSV, Markdown) here, as `mdyn figures` does."),
     ] = None,
 ) -> None:
     """Write one self-contained HTML page of the figures and tables, with captions and provenance.
@@ -44,12 +45,34 @@ def report(
     check_output_dir(out)
     if figures_dir is not None:
         check_output_dir(figures_dir, "--figures-dir")
-    write_report(Console(soft_wrap=True), store, out, fits, predictor, architectures, series, probe_id, n_estimators,
-                 jobs, figures_dir)
+    write_report(
+        Console(soft_wrap=True),
+        store,
+        out,
+        fits,
+        predictor,
+        architectures,
+        series,
+        probe_id,
+        n_estimators,
+        jobs,
+        figures_dir,
+    )
 
 
-def write_report(console, store, out, fits=None, predictor=None, architectures=None, series="ratio", probe_id=None,
-                 n_estimators=200, jobs=None, figures_dir=None) -> Path:
+def write_report(
+    console,
+    store,
+    out,
+    fits=None,
+    predictor=None,
+    architectures=None,
+    series="ratio",
+    probe_id=None,
+    n_estimators=200,
+    jobs=None,
+    figures_dir=None,
+) -> Path:
     """Read the inputs, draw everything, write OUT/report.html (and the files into `figures_dir`); its path."""
     from dynamics import store as stores
     from dynamics.cli.messages import warnings_as_messages
@@ -58,13 +81,17 @@ def write_report(console, store, out, fits=None, predictor=None, architectures=N
     from fitting.contracts import package_version
 
     with warnings_as_messages():
-        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators,
-                             jobs)
+        loaded = read_inputs(console, store, out, fits, predictor, architectures, series, probe_id, n_estimators, jobs)
         ledger = stores.load(store, stores.LEDGER) if Path(store).is_dir() else None
         with console.status("drawing the figures and tables"):
             built = list(build_all(loaded.inputs))
-    page = render(built, provenance(loaded.inputs.measurements, ledger), loaded.sources, package_version(),
-                  loaded.note is not None)
+    page = render(
+        built,
+        provenance(loaded.inputs.measurements, ledger),
+        loaded.sources,
+        package_version(),
+        loaded.note is not None,
+    )
     path = Path(out) / "report.html"
     path.write_text(page, encoding="utf-8")
     for b in built:

@@ -15,7 +15,7 @@ DEFAULT_CACHE = Path(".suite-cache") / "hub"
 app = typer.Typer(
     help="The tiny suite: GPT-NeoX models trained from scratch with Pythia's recipe, served offline as hub repos.",
     no_args_is_help=True,
-    )
+)
 
 
 def build(
@@ -30,7 +30,8 @@ def build(
     steps: Annotated[int | None, typer.Option(min=1, help="Override every model's number of training steps.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(min=1, help="torch CPU threads; fix it for bit-identical reruns. Default: torch's choice.")
+        int | None,
+        typer.Option(min=1, help="torch CPU threads; fix it for bit-identical reruns. Default: torch's choice."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also write the suite's manifest.json and architectures.csv into this folder.")
@@ -73,7 +74,8 @@ def build(
         for path in write_suite_tables(manifest, out):
             console.print(f"wrote {path}")
     console.print(
-        f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} --offline --probe embedded --bos --store runs",
+        f"sweep a model offline: HF_HUB_CACHE={cache.resolve()} mdyn sweep {manifest['models'][0]['model']} "
+        "--offline --probe embedded --bos --store runs",
         soft_wrap=True,
     )
 
@@ -86,8 +88,14 @@ def show_suite(console, manifest: dict, cache: Path) -> None:
     for column in ("model", "params", "steps", "lr", "final loss", "train s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for m in manifest["models"]:
-        table.add_row(m["model"].split("/", 1)[1], f"{m['n_params']:,}", str(m["recipe"]["steps"]), f"{m['recipe']['lr']:g}",
-                      f"{m['final_loss']:.3f}", f"{m['train_seconds']:.0f}")
+        table.add_row(
+            m["model"].split("/", 1)[1],
+            f"{m['n_params']:,}",
+            str(m["recipe"]["steps"]),
+            f"{m['recipe']['lr']:g}",
+            f"{m['final_loss']:.3f}",
+            f"{m['train_seconds']:.0f}",
+        )
     console.print(table)
 
 
@@ -106,7 +114,8 @@ def ship(
 ) -> None:
     """Sweep every model of a built suite and write the tables shipped in data/tiny-suite.
 
-    Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe with BOS first, as in training),
+    Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe with
+    BOS first, as in training),
     architectures.csv and manifest.json. Missing models are trained first (as `mdyn suite build` would);
     the sweep store beside the cache makes an interrupted run resume.
     """
@@ -126,8 +135,16 @@ def ship(
     manifest = build_suite(PRESETS[preset], cache, device=device, console=console)
     sweep_store = cache.parent / f"{manifest['suite']}-store"
     settings = Settings(probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device).check()
-    plans = plan_targets(console, [m["model"] for m in manifest["models"]], sweep_store, "all", settings,
-                         offline=True, cache_dir=cache, eviction="keep")
+    plans = plan_targets(
+        console,
+        [m["model"] for m in manifest["models"]],
+        sweep_store,
+        "all",
+        settings,
+        offline=True,
+        cache_dir=cache,
+        eviction="keep",
+    )
     sweep_locally(console, plans, sweep_store, settings)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")

@@ -10,14 +10,27 @@ from dynamics.cli import options
 from fitting.contracts import MEASURED, Status
 from fitting.errors import UnreadableShardWarning, UserError
 
-
 SLURM = "Slurm (with --executor slurm)"
 
 
 def sweep(
-    targets: Annotated[list[str], typer.Argument(help="Hub repo ids (EleutherAI/pythia-160m) or folders of stepN/ model folders; braces name a family: 'EleutherAI/pythia-{14m,70m,160m}'.")],
-    store_dir: Annotated[Path, typer.Option("--store", help="Store folder (created if missing); reruns add only what is missing.")],
-    steps: Annotated[str, typer.Option(help="Which revisions: all, every:K, log:N, paper (~37 steps as in the paper), or a list like 0,1000,step143000.")] = "all",
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Hub repo ids (EleutherAI/pythia-160m) or folders of stepN/ model folders; braces name a family: "
+            "'EleutherAI/pythia-{14m,70m,160m}'."
+        ),
+    ],
+    store_dir: Annotated[
+        Path, typer.Option("--store", help="Store folder (created if missing); reruns add only what is missing.")
+    ],
+    steps: Annotated[
+        str,
+        typer.Option(
+            help="Which revisions: all, every:K, log:N, paper (~37 steps as in the paper), or a list like "
+            "0,1000,step143000."
+        ),
+    ] = "all",
     probe: options.Probe = "auto",
     probe_text: options.ProbeText = None,
     n_seq: options.NSeq = 10,
@@ -33,14 +46,37 @@ def sweep(
     cache_dir: options.CacheDir = None,
     model_name: options.Model = None,
     lock_timeout: options.LockTimeout = 300.0,
-    executor: Annotated[str, typer.Option(help="local: measure here, one revision after another; slurm: submit one Slurm job array with one task per revision.")] = "local",
-    partition: Annotated[str | None, typer.Option(help="Slurm partition (default: the cluster's default).", rich_help_panel=SLURM)] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local: measure here, one revision after another; slurm: submit one Slurm job array with one task "
+            "per revision."
+        ),
+    ] = "local",
+    partition: Annotated[
+        str | None, typer.Option(help="Slurm partition (default: the cluster's default).", rich_help_panel=SLURM)
+    ] = None,
     gpus_per_task: Annotated[int | None, typer.Option(min=0, help="GPUs per task.", rich_help_panel=SLURM)] = None,
     cpus_per_task: Annotated[int | None, typer.Option(min=1, help="CPUs per task.", rich_help_panel=SLURM)] = None,
     mem: Annotated[str | None, typer.Option(help="Memory per task, e.g. 16G.", rich_help_panel=SLURM)] = None,
-    time_limit: Annotated[str | None, typer.Option("--time", help="Time limit per task: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.", rich_help_panel=SLURM)] = None,
-    array_parallelism: Annotated[int | None, typer.Option(min=1, help="At most this many tasks run at once.", rich_help_panel=SLURM)] = None,
-    slurm_arg: Annotated[list[str] | None, typer.Option(help="Any other sbatch option as KEY=VALUE, e.g. account=proj or qos=long (repeat for several).", rich_help_panel=SLURM)] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Time limit per task: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.",
+            rich_help_panel=SLURM,
+        ),
+    ] = None,
+    array_parallelism: Annotated[
+        int | None, typer.Option(min=1, help="At most this many tasks run at once.", rich_help_panel=SLURM)
+    ] = None,
+    slurm_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Any other sbatch option as KEY=VALUE, e.g. account=proj or qos=long (repeat for several).",
+            rich_help_panel=SLURM,
+        ),
+    ] = None,
 ) -> None:
     """Measure every selected revision of one or more models' training checkpoints, resumably.
 
@@ -67,9 +103,15 @@ def sweep(
     options.quiet_transformers()
     console = Console(stderr=True)
     store.check_store(store_dir)
-    resources = slurm.Resources(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
-                                mem=mem, time=time_limit, array_parallelism=array_parallelism,
-                                extra=slurm.parse_slurm_args(slurm_arg or []))
+    resources = slurm.Resources(
+        partition=partition,
+        gpus_per_task=gpus_per_task,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        time=time_limit,
+        array_parallelism=array_parallelism,
+        extra=slurm.parse_slurm_args(slurm_arg or []),
+    )
     if executor not in ("local", "slurm"):
         raise UserError(f"unknown --executor {executor!r}; use local or slurm")
     if executor == "local" and resources != slurm.Resources():
@@ -78,8 +120,18 @@ def sweep(
     policy = options.eviction(keep_checkpoints, evict)
     max_array = slurm.check_cluster(resources) if executor == "slurm" else 0
     with warnings_as_messages():
-        plans = plan_targets(console, expand_targets(targets), store_dir, steps, settings, offline=offline or None,
-                             cache_dir=cache_dir, eviction=policy, model=model_name, lock_timeout=lock_timeout)
+        plans = plan_targets(
+            console,
+            expand_targets(targets),
+            store_dir,
+            steps,
+            settings,
+            offline=offline or None,
+            cache_dir=cache_dir,
+            eviction=policy,
+            model=model_name,
+            lock_timeout=lock_timeout,
+        )
         if executor == "slurm":
             _submit(console, store_dir, plans, settings, resources, max_array)
             return
@@ -98,9 +150,13 @@ def plan_targets(console, targets, store_dir, steps, settings, lock_timeout=300.
         source = open_source(target, **source_options)
         the_plan = plan(source, store_dir, steps, settings, lock_timeout=lock_timeout)
         probe = the_plan.probe
-        console.print(f"{source.model}: {len(the_plan.to_measure)} to measure, {the_plan.already} already in "
-                      f"{store_dir}, {len(the_plan.settled)} settled without download; probe {probe.source} "
-                      f"({probe.n_seq} x {probe.seq_len}, id {probe.probe_id})", markup=False, highlight=False)
+        console.print(
+            f"{source.model}: {len(the_plan.to_measure)} to measure, {the_plan.already} already in "
+            f"{store_dir}, {len(the_plan.settled)} settled without download; probe {probe.source} "
+            f"({probe.n_seq} x {probe.seq_len}, id {probe.probe_id})",
+            markup=False,
+            highlight=False,
+        )
         plans.append((source, the_plan))
     return plans
 
@@ -115,8 +171,9 @@ def sweep_locally(console, plans, store_dir, settings, lock_timeout=300.0):
     ledgers = []
     for source, the_plan in plans:
         with revision_bar(console, the_plan) as on_revision:
-            ledgers.append(run(source, store_dir, the_plan, settings, on_revision=on_revision,
-                               lock_timeout=lock_timeout))
+            ledgers.append(
+                run(source, store_dir, the_plan, settings, on_revision=on_revision, lock_timeout=lock_timeout)
+            )
     ledger = pl.concat(ledgers)
     if ledger.is_empty():
         console.print(f"nothing to do: every selected revision is already in {store_dir}", markup=False)
@@ -133,17 +190,24 @@ def _submit(console, store_dir, plans, settings, resources, max_array) -> None:
         console.print(f"{queued} revisions are still queued or running from an earlier submission; not submitted again")
     submitted = slurm.submit(store_dir, plans, settings, resources, max_array)
     if submitted is None:
-        console.print(f"nothing to submit: every selected revision is measured, settled or queued; see mdyn status --store {store_dir}")
+        console.print(
+            "nothing to submit: every selected revision is measured, settled or queued; "
+            f"see mdyn status --store {store_dir}"
+        )
         return
     job, folder, n_tasks = submitted
     limit = f", at most {resources.array_parallelism} at a time" if resources.array_parallelism else ""
-    console.print(f"submitted job array {job}: {n_tasks} tasks{limit}; script {folder / 'sweep.sbatch'}, "
-                  f"logs in {folder / 'logs'}. Follow it with: mdyn status --store {store_dir}")
+    console.print(
+        f"submitted job array {job}: {n_tasks} tasks{limit}; script {folder / 'sweep.sbatch'}, "
+        f"logs in {folder / 'logs'}. Follow it with: mdyn status --store {store_dir}"
+    )
 
 
 def sweep_task(
     tasks: Annotated[Path, typer.Option("--tasks", help="tasks.json of a submission (STORE/slurm/<id>/tasks.json).")],
-    index: Annotated[int, typer.Option("--index", help="The task to run: its index in tasks.json ($SLURM_ARRAY_TASK_ID).")],
+    index: Annotated[
+        int, typer.Option("--index", help="The task to run: its index in tasks.json ($SLURM_ARRAY_TASK_ID).")
+    ],
 ) -> None:
     """Measure one revision of a Slurm submission, as its job script does for each array task."""
     from dynamics.slurm import run_task
@@ -166,11 +230,11 @@ def status(
     For Slurm submissions also each revision's task: pending, running, done or failed (from the ledger,
     squeue, and sacct where the cluster keeps accounting).
     """
+    import warnings
+
     from rich.console import Console
 
     from dynamics import slurm, store
-
-    import warnings
 
     root = store.open_store(store_dir, create=False)
     console = Console(soft_wrap=True)
@@ -183,8 +247,11 @@ def status(
         else:
             _print_outcome(console, ledger)
     if bad:
-        console.print(f"{len(bad)} unreadable shard(s); the next `mdyn sweep` into this store sets them aside in "
-                      f"{root / store.CORRUPT_DIR} and measures those revisions again:", markup=False)
+        console.print(
+            f"{len(bad)} unreadable shard(s); the next `mdyn sweep` into this store sets them aside in "
+            f"{root / store.CORRUPT_DIR} and measures those revisions again:",
+            markup=False,
+        )
         for path, reason in bad:
             console.print(f"  {path}: {reason}", markup=False)
     tasks = slurm.progress(root)

@@ -16,15 +16,17 @@ def train(
     out: Annotated[Path, typer.Option(help="Where to write the trained predictor (a .skops file).")],
     architectures: Annotated[
         Path | None,
-        typer.Option(help="CSV or parquet with model, n_layers, d_model, n_heads, d_ff for every fitted model "
-                     "[default: the shipped tables: the nine Pythia models and the tiny suite]."),
+        typer.Option(
+            help="CSV or parquet with model, n_layers, d_model, n_heads, d_ff for every fitted model "
+            "[default: the shipped tables: the nine Pythia models and the tiny suite]."
+        ),
     ] = None,
     kind: Annotated[
         str, typer.Option(help="Regressor to save: ridge, lasso, random_forest, gradient_boosting or xgboost.")
     ] = "random_forest",
     protocol: Annotated[
-        str, typer.Option(help="Evaluation: paper (random 80/20 split + 5-fold CV), lomo (leave one model out), "
-                          "or both.")
+        str,
+        typer.Option(help="Evaluation: paper (random 80/20 split + 5-fold CV), lomo (leave one model out), or both."),
     ] = "both",
     series: Annotated[str, typer.Option(help="Which fitted series to learn (ratio, top1, median, ...).")] = "ratio",
     compare: Annotated[
@@ -49,9 +51,18 @@ def train(
     run_training(Console(), fits, out, architectures, kind, protocol, series, compare, n_estimators, seed)
 
 
-def run_training(console, fits: Path, out: Path, architectures: Path | None = None, kind: str = "random_forest",
-                 protocol: str = "both", series: str = "ratio", compare: bool = True, n_estimators: int = 200,
-                 seed: int = 0) -> Path:
+def run_training(
+    console,
+    fits: Path,
+    out: Path,
+    architectures: Path | None = None,
+    kind: str = "random_forest",
+    protocol: str = "both",
+    series: str = "ratio",
+    compare: bool = True,
+    n_estimators: int = 200,
+    seed: int = 0,
+) -> Path:
     """Build the training table, print the evaluations the protocol asks for, train and save; the file written."""
     from dynamics.cli.messages import warnings_as_messages
     from dynamics.embedded import shipped_architectures
@@ -76,12 +87,22 @@ def run_training(console, fits: Path, out: Path, architectures: Path | None = No
         kinds = KINDS if compare else (kind,)
         if protocol in ("paper", "both"):
             result = paper_protocol(X, Y, kinds, estimator, random_state=seed)
-            console.print(_metrics_table(result, "Paper protocol: random 80/20 split over layers, 5-fold CV on the "
-                                         "80 % (Table 3 analogue; layers of one model sit on both sides)"))
+            console.print(
+                _metrics_table(
+                    result,
+                    "Paper protocol: random 80/20 split over layers, 5-fold CV on the "
+                    "80 % (Table 3 analogue; layers of one model sit on both sides)",
+                )
+            )
         if protocol in ("lomo", "both"):
             result = leave_one_model_out(X, Y, table["model"].to_numpy(), kinds, estimator)
-            console.print(_metrics_table(result, "Leave one model out: each model predicted by a fit on the others "
-                                         "(what to expect for a new architecture)"))
+            console.print(
+                _metrics_table(
+                    result,
+                    "Leave one model out: each model predicted by a fit on the others "
+                    "(what to expect for a new architecture)",
+                )
+            )
         trained = fit_predictor(table, estimator)
     path = save(trained, out)
     console.print(f"Saved the {kind} predictor to {path} (training data sha256 {trained.data_hash[:12]}).")

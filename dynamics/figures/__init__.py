@@ -8,8 +8,21 @@ from dynamics.figures.tables import table1_fit_quality, table3_regressors, table
 from dynamics.figures.trajectories import fig1_overview, fig4_layer_trajectories
 
 __all__ = [
-    "ITEMS", "Inputs", "build_all", "save",
-    "fig1_overview", "fig2_ratio_vs_size", "fig3_layer_profiles", "fig4_layer_trajectories", "fig5_peak_heatmaps",
-    "fig6_example_fits", "fig7_fit_quality", "fig8_peak_surface", "fig9_explain_K", "fig10_explain_lambda",
-    "table1_fit_quality", "table3_regressors", "table5_hypotheses",
+    "ITEMS",
+    "Inputs",
+    "build_all",
+    "save",
+    "fig1_overview",
+    "fig2_ratio_vs_size",
+    "fig3_layer_profiles",
+    "fig4_layer_trajectories",
+    "fig5_peak_heatmaps",
+    "fig6_example_fits",
+    "fig7_fit_quality",
+    "fig8_peak_surface",
+    "fig9_explain_K",
+    "fig10_explain_lambda",
+    "table1_fit_quality",
+    "table3_regressors",
+    "table5_hypotheses",
 ]

@@ -53,11 +53,15 @@ def final_ratios(measurements: pl.DataFrame, series: str = "ratio") -> pl.DataFr
     """Per model: the series at its last step, the largest and the mean over layers, and that step."""
     values = series_table(measurements, series)
     last = values.filter(pl.col("step") == pl.col("step").max().over("model"))
-    return last.group_by("model").agg(
-        pl.col("value").max().alias("max_over_layers"),
-        pl.col("value").mean().alias("mean_over_layers"),
-        pl.col("step").first().alias("step"),
-    ).sort("model")
+    return (
+        last.group_by("model")
+        .agg(
+            pl.col("value").max().alias("max_over_layers"),
+            pl.col("value").mean().alias("mean_over_layers"),
+            pl.col("step").first().alias("step"),
+        )
+        .sort("model")
+    )
 
 
 def emergence_fits(fits: pl.DataFrame, series: str) -> pl.DataFrame:
@@ -68,6 +72,8 @@ def emergence_fits(fits: pl.DataFrame, series: str) -> pl.DataFrame:
     rows = fits.filter((pl.col("hypothesis") == "emergence") & (pl.col("series") == series))
     if rows.is_empty():
         found = sorted(fits["series"].unique().drop_nulls().to_list())
-        raise UserError(f"the fits table has no emergence (Eq. 9) fits of series {series!r} (series: {found}); "
-                        f"run `mdyn fit --series {series}`")
+        raise UserError(
+            f"the fits table has no emergence (Eq. 9) fits of series {series!r} (series: {found}); "
+            f"run `mdyn fit --series {series}`"
+        )
     return rows.with_columns(n_layers=pl.col("layer").max().over("model") + 1).sort("model", "layer")

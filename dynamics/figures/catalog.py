@@ -70,62 +70,124 @@ class Built:
 
 
 ITEMS = (
-    Item("Fig 1", "fig1_overview", "one model before and after training",
-         "One model (the deepest): mean top-1, top-2, top-3 and median of |h| per layer at the first and the last "
-         "measured step (log scale), and the fitted series of its first and last layer over training with the "
-         "Eq. 9 fit and its peak step.",
-         (), lambda i: fig1_overview(i.measurements, i.fits, series=i.series)),
-    Item("Fig 2", "fig2_ratio_vs_size", "final ratio against model size",
-         "The series at each model's last step, in its largest layer and averaged over layers, against the "
-         "parameter count of the architectures table.",
-         ("architectures",), lambda i: fig2_ratio_vs_size(i.measurements, i.architectures, i.series)),
-    Item("Fig 3", "fig3_layer_profiles", "per-layer magnitudes, first and last step",
-         "Top-1 and median of |h| per layer at the first (dashed) and last (solid) step, for the smallest, a "
-         "middle and the largest model.",
-         (), lambda i: fig3_layer_profiles(i.measurements, i.architectures)),
-    Item("Fig 4", "fig4_layer_trajectories", "every layer over training",
-         "Every layer of the deepest model over training: mean top-1, top-2 and top-3 each divided by the mean "
-         "median of |h| (colour: layer).",
-         (), lambda i: fig4_layer_trajectories(i.measurements)),
-    Item("Fig 5", "fig5_peak_heatmaps", "where and when the series peaks",
-         "For every layer (columns: relative depth) of every model (rows): the largest value of the series over "
-         "training, and the step where it occurs (the last step when the series still rises).",
-         (), lambda i: fig5_peak_heatmaps(i.measurements, i.architectures, i.series)),
-    Item("Fig 6", "fig6_example_fits", "example Eq. 9 fits",
-         "Measured series (points) and Eq. 9 fits (line) of the first, middle and last layer of the two deepest "
-         "models; the dotted line marks the fitted peak step when it lies within training.",
-         ("fits",), lambda i: fig6_example_fits(i.measurements, i.fits, series=i.series)),
-    Item("Fig 7", "fig7_fit_quality", "fit quality per layer",
-         "R² of the Eq. 9 fit of every layer against its relative depth, one line per model.",
-         ("fits",), lambda i: fig7_fit_quality(i.fits, i.series)),
-    Item("Fig 8", "fig8_peak_surface", "the peak step over (λ, γ)",
-         "The step of the peak of Eq. 9 (Lambert W, paper Eqs. 10-13) over the decay rate λ and the time scaling "
-         "γ at the median fitted t0; light grey: no peak after step 0, purple: a peak after the last measured "
-         "step. Circles: the fitted layers, each with its own t0.",
-         (), lambda i: fig8_peak_surface(i.fits, i.series, last_step=float(i.measurements["step"].max()))),
-    Item("Fig 9", "fig9_explain_K", "what the predicted K depends on",
-         "What the trained predictor's K (the curve's baseline) depends on, computed on its training rows: SHAP "
-         "values when the optional shap extra is installed, else permutation importance and partial dependence.",
-         ("predictor", "fits", "architectures"), lambda i: fig9_explain_K(i.predictor, i.fits, i.architectures)),
-    Item("Fig 10", "fig10_explain_lambda", "what the predicted λ depends on",
-         "What the trained predictor's λ (the decay rate) depends on, as Fig 9.",
-         ("predictor", "fits", "architectures"),
-         lambda i: fig10_explain_lambda(i.predictor, i.fits, i.architectures)),
-    Item("Table 1", "table1_fit_quality", "Eq. 9 fit quality per model",
-         "Eq. 9 fit per model: fitted layers, mean R² over the successful fits, layers with R² below 0.9, failed "
-         "fits.",
-         ("fits",), lambda i: table1_fit_quality(i.fits, i.series)),
-    Item("Table 3", "table3_regressors", "architecture-to-parameter regressors",
-         "Test R² of each regressor for each Eq. 9 parameter. 'paper': the paper's random 80/20 split over layers "
-         "(layers of one model fall on both sides); 'leave-one-model-out': each model predicted from the others, "
-         "what to expect for a new architecture.",
-         ("fits", "architectures"),
-         lambda i: table3_regressors(i.fits, i.architectures, i.series, n_estimators=i.n_estimators, seed=i.seed),
-         table3_blocks),
-    Item("Table 5", "table5_hypotheses", "Eq. 9 against rival hypotheses",
-         "Mean R² per model of each hypothesis: Eq. 9 (emergence), its λ = 0 limit (log_rise), and first- and "
-         "second-order step responses.",
-         ("fits",), lambda i: table5_hypotheses(i.fits, i.series)),
+    Item(
+        "Fig 1",
+        "fig1_overview",
+        "one model before and after training",
+        "One model (the deepest): mean top-1, top-2, top-3 and median of |h| per layer at the first and the last "
+        "measured step (log scale), and the fitted series of its first and last layer over training with the "
+        "Eq. 9 fit and its peak step.",
+        (),
+        lambda i: fig1_overview(i.measurements, i.fits, series=i.series),
+    ),
+    Item(
+        "Fig 2",
+        "fig2_ratio_vs_size",
+        "final ratio against model size",
+        "The series at each model's last step, in its largest layer and averaged over layers, against the "
+        "parameter count of the architectures table.",
+        ("architectures",),
+        lambda i: fig2_ratio_vs_size(i.measurements, i.architectures, i.series),
+    ),
+    Item(
+        "Fig 3",
+        "fig3_layer_profiles",
+        "per-layer magnitudes, first and last step",
+        "Top-1 and median of |h| per layer at the first (dashed) and last (solid) step, for the smallest, a "
+        "middle and the largest model.",
+        (),
+        lambda i: fig3_layer_profiles(i.measurements, i.architectures),
+    ),
+    Item(
+        "Fig 4",
+        "fig4_layer_trajectories",
+        "every layer over training",
+        "Every layer of the deepest model over training: mean top-1, top-2 and top-3 each divided by the mean "
+        "median of |h| (colour: layer).",
+        (),
+        lambda i: fig4_layer_trajectories(i.measurements),
+    ),
+    Item(
+        "Fig 5",
+        "fig5_peak_heatmaps",
+        "where and when the series peaks",
+        "For every layer (columns: relative depth) of every model (rows): the largest value of the series over "
+        "training, and the step where it occurs (the last step when the series still rises).",
+        (),
+        lambda i: fig5_peak_heatmaps(i.measurements, i.architectures, i.series),
+    ),
+    Item(
+        "Fig 6",
+        "fig6_example_fits",
+        "example Eq. 9 fits",
+        "Measured series (points) and Eq. 9 fits (line) of the first, middle and last layer of the two deepest "
+        "models; the dotted line marks the fitted peak step when it lies within training.",
+        ("fits",),
+        lambda i: fig6_example_fits(i.measurements, i.fits, series=i.series),
+    ),
+    Item(
+        "Fig 7",
+        "fig7_fit_quality",
+        "fit quality per layer",
+        "R² of the Eq. 9 fit of every layer against its relative depth, one line per model.",
+        ("fits",),
+        lambda i: fig7_fit_quality(i.fits, i.series),
+    ),
+    Item(
+        "Fig 8",
+        "fig8_peak_surface",
+        "the peak step over (λ, γ)",
+        "The step of the peak of Eq. 9 (Lambert W, paper Eqs. 10-13) over the decay rate λ and the time scaling "
+        "γ at the median fitted t0; light grey: no peak after step 0, purple: a peak after the last measured "
+        "step. Circles: the fitted layers, each with its own t0.",
+        (),
+        lambda i: fig8_peak_surface(i.fits, i.series, last_step=float(i.measurements["step"].max())),
+    ),
+    Item(
+        "Fig 9",
+        "fig9_explain_K",
+        "what the predicted K depends on",
+        "What the trained predictor's K (the curve's baseline) depends on, computed on its training rows: SHAP "
+        "values when the optional shap extra is installed, else permutation importance and partial dependence.",
+        ("predictor", "fits", "architectures"),
+        lambda i: fig9_explain_K(i.predictor, i.fits, i.architectures),
+    ),
+    Item(
+        "Fig 10",
+        "fig10_explain_lambda",
+        "what the predicted λ depends on",
+        "What the trained predictor's λ (the decay rate) depends on, as Fig 9.",
+        ("predictor", "fits", "architectures"),
+        lambda i: fig10_explain_lambda(i.predictor, i.fits, i.architectures),
+    ),
+    Item(
+        "Table 1",
+        "table1_fit_quality",
+        "Eq. 9 fit quality per model",
+        "Eq. 9 fit per model: fitted layers, mean R² over the successful fits, layers with R² below 0.9, failed fits.",
+        ("fits",),
+        lambda i: table1_fit_quality(i.fits, i.series),
+    ),
+    Item(
+        "Table 3",
+        "table3_regressors",
+        "architecture-to-parameter regressors",
+        "Test R² of each regressor for each Eq. 9 parameter. 'paper': the paper's random 80/20 split over layers "
+        "(layers of one model fall on both sides); 'leave-one-model-out': each model predicted from the others, "
+        "what to expect for a new architecture.",
+        ("fits", "architectures"),
+        lambda i: table3_regressors(i.fits, i.architectures, i.series, n_estimators=i.n_estimators, seed=i.seed),
+        table3_blocks,
+    ),
+    Item(
+        "Table 5",
+        "table5_hypotheses",
+        "Eq. 9 against rival hypotheses",
+        "Mean R² per model of each hypothesis: Eq. 9 (emergence), its λ = 0 limit (log_rise), and first- and "
+        "second-order step responses.",
+        ("fits",),
+        lambda i: table5_hypotheses(i.fits, i.series),
+    ),
 )
 
 

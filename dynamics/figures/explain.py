@@ -51,15 +51,17 @@ def explanation_figure(trained, fits, architectures, target, name, waterfall, us
 
     table = training_table(fits, architectures, trained.series)
     if table.height < MIN_ROWS:
-        raise UserError(f"the fits give {table.height} layers to explain the predictor on, fewer than {MIN_ROWS}: "
-                        "fit more models")
+        raise UserError(
+            f"the fits give {table.height} layers to explain the predictor on, fewer than {MIN_ROWS}: fit more models"
+        )
     X = table.select(trained.feature_names).to_numpy()
     j = trained.targets.index(target)
     regressor = trained.estimator.estimators_[j]
     names = list(trained.feature_names)
     same = table_hash(table) == trained.data_hash
-    rows = f"{table.height} layers of {table['model'].n_unique()} models" + ("" if same else
-                                                                          ", not the predictor's training rows")
+    rows = f"{table.height} layers of {table['model'].n_unique()} models" + (
+        "" if same else ", not the predictor's training rows"
+    )
     use_shap = shap_available() if use_shap is None else use_shap
     with threadpool_limits(limits=1):
         if use_shap:
@@ -68,8 +70,11 @@ def explanation_figure(trained, fits, architectures, target, name, waterfall, us
         else:
             fig = _sklearn_figure(regressor, X, table[target].to_numpy(), names, target)
             method = "permutation importance + partial dependence (SHAP not installed)"
-    fig.suptitle(f"{name}: what the predicted {TARGET_LABELS[target].split(',')[0]} depends on: {method}\n"
-                 f"{trained.kind} predictor, series {trained.series}; {rows}", fontsize=10)
+    fig.suptitle(
+        f"{name}: what the predicted {TARGET_LABELS[target].split(',')[0]} depends on: {method}\n"
+        f"{trained.kind} predictor, series {trained.series}; {rows}",
+        fontsize=10,
+    )
     note_tiny_suite(fig, table["model"].unique().to_list())
     return fig
 
@@ -83,8 +88,13 @@ def _sklearn_figure(regressor, X, y, names, target):
     fig = new_figure(12, 4.6)
     grid = fig.add_gridspec(1, 1 + N_PARTIAL, width_ratios=[1.4] + [1] * N_PARTIAL)
     ax = fig.add_subplot(grid[0])
-    ax.barh(np.arange(len(names)), result.importances_mean[order], xerr=result.importances_std[order],
-            color=PALETTE[3], ecolor="0.3")
+    ax.barh(
+        np.arange(len(names)),
+        result.importances_mean[order],
+        xerr=result.importances_std[order],
+        color=PALETTE[3],
+        ecolor="0.3",
+    )
     ax.set_yticks(np.arange(len(names)), [names[i] for i in order])
     ax.set_xlabel(f"drop in R² of {target} when the feature is shuffled")
     ax.set_title("permutation importance (10 shuffles)", fontsize=9)
@@ -93,8 +103,14 @@ def _sklearn_figure(regressor, X, y, names, target):
         ax = fig.add_subplot(grid[1 + k])
         dependence = partial_dependence(regressor, X, [feature], grid_resolution=30, kind="average")
         ax.plot(dependence["grid_values"][0], dependence["average"][0], color=PALETTE[4], lw=1.8)
-        ax.plot(X[:, feature], np.full(len(X), np.min(dependence["average"][0])), "|", color="0.3", ms=8,
-                label="training rows")
+        ax.plot(
+            X[:, feature],
+            np.full(len(X), np.min(dependence["average"][0])),
+            "|",
+            color="0.3",
+            ms=8,
+            label="training rows",
+        )
         ax.set_xlabel(f"{names[feature]} (feature value)")
         ax.set_ylabel(f"mean predicted {TARGET_LABELS[target]}", fontsize=8)
         ax.set_title(f"partial dependence on {names[feature]}", fontsize=9)
@@ -107,8 +123,9 @@ def _shap_figure(regressor, X, names, table, target, waterfall):
     """A SHAP summary (beeswarm) and, if asked, the waterfall of the layer with the largest prediction."""
     import shap
 
-    explanation = shap.Explainer(regressor.predict, shap.maskers.Independent(X, max_samples=100),
-                                 feature_names=names)(X)
+    explanation = shap.Explainer(regressor.predict, shap.maskers.Independent(X, max_samples=100), feature_names=names)(
+        X
+    )
     values, base = np.asarray(explanation.values), np.asarray(explanation.base_values).reshape(-1)
     fig = new_figure(12 if waterfall else 7.5, 5)
     axes = fig.subplots(1, 2 if waterfall else 1, squeeze=False)[0]
@@ -135,7 +152,8 @@ def _beeswarm(fig, ax, values, X, names, target):
     ax.set_xlabel(f"SHAP value: contribution to the predicted {TARGET_LABELS[target]}", fontsize=8)
     ax.set_title("SHAP summary", fontsize=9)
     fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, ticks=[0, 1]).set_label(
-        "feature value (low to high)", fontsize=8)
+        "feature value (low to high)", fontsize=8
+    )
 
 
 def _waterfall(ax, contributions, base, x, names, target, title):

@@ -16,8 +16,8 @@ from dynamics.figures.style import (
     size_order,
     spread,
 )
-from fitting.errors import UserError
 from fitting.contracts import SERIES_LABELS
+from fitting.errors import UserError
 
 
 def fig2_ratio_vs_size(measurements: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio"):
@@ -29,8 +29,10 @@ def fig2_ratio_vs_size(measurements: pl.DataFrame, architectures: pl.DataFrame, 
     table = finals.join(architectures.select("model", "n_params"), on="model", how="left")
     unknown = table.filter(pl.col("n_params").is_null())["model"].to_list()
     if unknown:
-        raise UserError(f"the architectures table has no n_params for {', '.join(unknown)}; "
-                        "pass --architectures with a row per model")
+        raise UserError(
+            f"the architectures table has no n_params for {', '.join(unknown)}; "
+            "pass --architectures with a row per model"
+        )
     table = table.sort("n_params")
     fig = new_figure(7.5, 5)
     ax = fig.add_subplot()
@@ -38,8 +40,13 @@ def fig2_ratio_vs_size(measurements: pl.DataFrame, architectures: pl.DataFrame, 
     ax.plot(n_params, table["max_over_layers"].to_numpy(), "o-", color="#D55E00", lw=1.2, label="largest layer")
     ax.plot(n_params, table["mean_over_layers"].to_numpy(), "s--", color="#0072B2", lw=1.2, label="mean over layers")
     for row in table.iter_rows(named=True):
-        ax.annotate(short(row["model"]), (row["n_params"], row["max_over_layers"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+        ax.annotate(
+            short(row["model"]),
+            (row["n_params"], row["max_over_layers"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters (count, log scale)")
@@ -68,10 +75,24 @@ def fig3_layer_profiles(measurements: pl.DataFrame, architectures: pl.DataFrame 
         for when, style in (("first", "--"), ("last", "-")):
             rows = part.filter(pl.col("when") == when).sort("layer")
             step = rows["step"][0]
-            ax.plot(rows["layer"].to_numpy(), rows["top1"].to_numpy(), style, marker="o", color="#D55E00", ms=4,
-                    label=f"top-1, step {step}")
-            ax.plot(rows["layer"].to_numpy(), rows["median"].to_numpy(), style, marker="D", color="#0072B2",
-                    ms=3.5, label=f"median, step {step}")
+            ax.plot(
+                rows["layer"].to_numpy(),
+                rows["top1"].to_numpy(),
+                style,
+                marker="o",
+                color="#D55E00",
+                ms=4,
+                label=f"top-1, step {step}",
+            )
+            ax.plot(
+                rows["layer"].to_numpy(),
+                rows["median"].to_numpy(),
+                style,
+                marker="D",
+                color="#0072B2",
+                ms=3.5,
+                label=f"median, step {step}",
+            )
         ax.set_yscale("log")
         layer_axis(ax)
         ax.set_title(short(model), fontsize=10)
@@ -83,8 +104,7 @@ def fig3_layer_profiles(measurements: pl.DataFrame, architectures: pl.DataFrame 
     return fig
 
 
-def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame | None = None,
-                       series: str = "ratio"):
+def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame | None = None, series: str = "ratio"):
     """Fig 5: over relative depth x model, the largest value of the series over training and the step it occurs.
 
     Each model's row is split into its own layers at relative depths layer/L ... (layer+1)/L; rows are ordered by
@@ -96,10 +116,16 @@ def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame |
     axes = fig.subplots(1, 2, sharey=True)
     panels = (
         ("peak", LogNorm(*_positive_range(peaks["peak"])), SEQUENTIAL, f"largest {series} over training"),
-        ("peak_step", SymLogNorm(1.0, vmin=float(peaks["peak_step"].min()),
-                                 vmax=max(float(peaks["peak_step"].max()), float(peaks["peak_step"].min()) + 1.0)),
-         "viridis",
-         "step of the largest value (training steps)"),
+        (
+            "peak_step",
+            SymLogNorm(
+                1.0,
+                vmin=float(peaks["peak_step"].min()),
+                vmax=max(float(peaks["peak_step"].max()), float(peaks["peak_step"].min()) + 1.0),
+            ),
+            "viridis",
+            "step of the largest value (training steps)",
+        ),
     )
     for ax, (column, norm, cmap, label) in zip(axes, panels):
         for i, model in enumerate(models):
@@ -108,8 +134,9 @@ def fig5_peak_heatmaps(measurements: pl.DataFrame, architectures: pl.DataFrame |
             edges = np.arange(n_layers + 1) / n_layers
             values = np.full(n_layers, np.nan)
             values[part["layer"].to_numpy()] = part[column].to_numpy()
-            mesh = ax.pcolormesh(edges, [i, i + 1], values[None, :], norm=norm, cmap=colormaps[cmap],
-                                 edgecolors="white", linewidth=0.5)
+            mesh = ax.pcolormesh(
+                edges, [i, i + 1], values[None, :], norm=norm, cmap=colormaps[cmap], edgecolors="white", linewidth=0.5
+            )
         fig.colorbar(mesh, ax=ax, orientation="horizontal", pad=0.02, aspect=40).set_label(label, fontsize=8)
         ax.set_xlabel("relative depth: layer l of L spans l/L to (l + 1)/L")
         ax.set_xlim(0, 1)

@@ -40,7 +40,9 @@ def draw_fit(ax, steps, values, fit: dict | None, rivals=()) -> None:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             curve = functions[row["hypothesis"]](t, **json.loads(row["params"]))
         failed = "" if row["success"] else " (failed)"
-        ax.plot(t, curve, "--", lw=1.2, color=PALETTE[i % 3], label=f"{row['hypothesis']}, R² = {row['r2']:.3f}{failed}")
+        ax.plot(
+            t, curve, "--", lw=1.2, color=PALETTE[i % 3], label=f"{row['hypothesis']}, R² = {row['r2']:.3f}{failed}"
+        )
     if fit is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
             curve = emergence(t, **{name: fit[name] for name in EQ9_PARAMS})
@@ -64,8 +66,13 @@ def layer_figure(measurements: pl.DataFrame, fits: pl.DataFrame, model: str, lay
     eq9 = rows.filter((pl.col("hypothesis") == "emergence") & pl.col("success"))
     fig = new_figure(7, 4.5)
     ax = fig.add_subplot()
-    draw_fit(ax, points["step"].to_numpy(), points["value"].to_numpy(), eq9.row(0, named=True) if eq9.height else None,
-             rivals=rows.filter(pl.col("hypothesis") != "emergence").to_dicts())
+    draw_fit(
+        ax,
+        points["step"].to_numpy(),
+        points["value"].to_numpy(),
+        eq9.row(0, named=True) if eq9.height else None,
+        rivals=rows.filter(pl.col("hypothesis") != "emergence").to_dicts(),
+    )
     ax.set_ylabel(SERIES_LABELS[series], fontsize=8)
     ax.set_title(f"{model}, layer {layer}" + ("" if eq9.height else ": no successful Eq. 9 fit"), fontsize=10)
     note_tiny_suite(fig, [model])
@@ -87,8 +94,9 @@ def fig6_example_fits(measurements: pl.DataFrame, fits: pl.DataFrame, models=Non
             layer_points = part.filter(pl.col("layer") == layer)
             fit = fit_row(eq9, model, layer)
             draw_fit(ax, layer_points["step"].to_numpy(), layer_points["value"].to_numpy(), fit)
-            ax.set_title(f"{short(model)}, layer {layer} ({where})" + ("" if fit else ", no successful fit"),
-                         fontsize=9)
+            ax.set_title(
+                f"{short(model)}, layer {layer} ({where})" + ("" if fit else ", no successful fit"), fontsize=9
+            )
             ax.set_ylabel(SERIES_LABELS[series], fontsize=8)
     fig.suptitle(f"Fig 6: Eq. 9 fits of shallow, middle and deep layers ({series})")
     note_tiny_suite(fig, models)
@@ -120,8 +128,9 @@ def fig7_fit_quality(fits: pl.DataFrame, series: str = "ratio"):
     return fig
 
 
-def fig8_peak_surface(fits: pl.DataFrame | None = None, series: str = "ratio", t0: float | None = None,
-                      last_step: float = 143_000):
+def fig8_peak_surface(
+    fits: pl.DataFrame | None = None, series: str = "ratio", t0: float | None = None, last_step: float = 143_000
+):
     """Fig 8: t_peak(λ, γ) at a fixed t0 (Lambert W, Eqs. 10-13), the region without an observable peak masked.
 
     Peaks after `last_step` (default: Pythia's last) get their own shade. With `fits`, t0 defaults to the median
@@ -155,8 +164,17 @@ def fig8_peak_surface(fits: pl.DataFrame | None = None, series: str = "ratio", t
     if np.any(surface > norm.vmax):
         handles.append(Patch(color=LATE_PEAK, label=f"peak after step {norm.vmax:.0f}"))
     if eq9 is not None:
-        handles.append(ax.scatter(eq9["lam"].to_numpy(), eq9["gamma"].to_numpy(), s=18, facecolor="none",
-                                  edgecolor=PALETTE[4], linewidth=1.0, label=f"{eq9.height} fitted layers (own t0)"))
+        handles.append(
+            ax.scatter(
+                eq9["lam"].to_numpy(),
+                eq9["gamma"].to_numpy(),
+                s=18,
+                facecolor="none",
+                edgecolor=PALETTE[4],
+                linewidth=1.0,
+                label=f"{eq9.height} fitted layers (own t0)",
+            )
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("λ, decay rate (dimensionless)")

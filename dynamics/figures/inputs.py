@@ -20,8 +20,17 @@ class Loaded:
     fitted: Path | None
 
 
-def load_inputs(store: Path, out: Path, fits: Path | None, predictor: Path | None, architectures: Path | None,
-                series: str, probe_id: str | None, n_estimators: int, jobs: int | None) -> Loaded:
+def load_inputs(
+    store: Path,
+    out: Path,
+    fits: Path | None,
+    predictor: Path | None,
+    architectures: Path | None,
+    series: str,
+    probe_id: str | None,
+    n_estimators: int,
+    jobs: int | None,
+) -> Loaded:
     """Read every input; without `fits`, fit every hypothesis to the store and write OUT/fits.parquet."""
     from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite, shipped_architectures
     from dynamics.store import read_measurements
@@ -47,10 +56,14 @@ def load_inputs(store: Path, out: Path, fits: Path | None, predictor: Path | Non
         write_fits(fit_rows, fitted)
         sources["fits"] = f"fitted from the measurements, every hypothesis, series {series}"
     if trained is not None:
-        sources["predictor"] = (f"{predictor} ({trained.kind}, series {trained.series}, {trained.n_samples} "
-                                f"layers of {len(trained.models)} models, trained {trained.trained_at})")
+        sources["predictor"] = (
+            f"{predictor} ({trained.kind}, series {trained.series}, {trained.n_samples} "
+            f"layers of {len(trained.models)} models, trained {trained.trained_at})"
+        )
     if "probe_id" in measurements.columns:
-        sources["probe ids"] = ", ".join(measurements["probe_id"].cast(pl.String).drop_nulls().unique().sort().to_list())
+        sources["probe ids"] = ", ".join(
+            measurements["probe_id"].cast(pl.String).drop_nulls().unique().sort().to_list()
+        )
     tiny = any(is_tiny_suite(m) for m in measurements["model"].unique().to_list())
     inputs = Inputs(measurements, fit_rows, table, trained, series=series, n_estimators=n_estimators)
     return Loaded(inputs, TINY_SUITE_CAVEAT if tiny else None, sources, fitted)

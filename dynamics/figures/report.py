@@ -4,7 +4,7 @@ a caption for each, the provenance of the data and, for tiny-suite data, the cav
 import base64
 import html
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 from matplotlib.figure import Figure
@@ -28,14 +28,18 @@ def provenance(measurements: pl.DataFrame, ledger: pl.DataFrame | None = None) -
     """Per model: revisions, first and last step, probe sequences, layers, probe ids, dtype, device, versions;
     with a ledger, its status counts."""
     text = [c for c in ("probe_id", "dtype", "device", "package_version") if c in measurements.columns]
-    table = measurements.group_by("model").agg(
-        pl.col("step").n_unique().alias("revisions"),
-        pl.col("step").min().alias("first step"),
-        pl.col("step").max().alias("last step"),
-        pl.col("seq").n_unique().alias("probe sequences"),
-        pl.col("layer").n_unique().alias("layers"),
-        *(pl.col(c).cast(pl.String).drop_nulls().unique().sort().str.join(", ").alias(c) for c in text),
-    ).sort("model")
+    table = (
+        measurements.group_by("model")
+        .agg(
+            pl.col("step").n_unique().alias("revisions"),
+            pl.col("step").min().alias("first step"),
+            pl.col("step").max().alias("last step"),
+            pl.col("seq").n_unique().alias("probe sequences"),
+            pl.col("layer").n_unique().alias("layers"),
+            *(pl.col(c).cast(pl.String).drop_nulls().unique().sort().str.join(", ").alias(c) for c in text),
+        )
+        .sort("model")
+    )
     if ledger is not None and not ledger.is_empty():
         table = table.join(_ledger_counts(ledger), on="model", how="left")
     return table
@@ -45,29 +49,44 @@ def _ledger_counts(ledger: pl.DataFrame) -> pl.DataFrame:
     """Per model, the sweep's status counts as one string, e.g. 'ok 30, duplicate 2'."""
     counts = ledger.group_by("model", "status").agg(pl.len().alias("n")).sort("model", "status")
     return counts.group_by("model", maintain_order=True).agg(
-        pl.format("{} {}", "status", "n").str.join(", ").alias("ledger"))
+        pl.format("{} {}", "status", "n").str.join(", ").alias("ledger")
+    )
 
 
-def render(built: list[Built], origin: pl.DataFrame, sources: dict[str, str], version: str,
-           tiny_suite: bool = False, title: str = "Massive-activation dynamics") -> str:
+def render(
+    built: list[Built],
+    origin: pl.DataFrame,
+    sources: dict[str, str],
+    version: str,
+    tiny_suite: bool = False,
+    title: str = "Massive-activation dynamics",
+) -> str:
     """The HTML page: title, provenance (`origin` per model and `sources` name -> description), then every built
     figure and table with its caption, then what was skipped and why; for `tiny_suite` data, the §8 caveat at
     the top and in every caption."""
     made = [b for b in built if b.skipped is None]
     skipped = [b for b in built if b.skipped is not None]
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             f"<p>Written {now} by massive-dynamics {html.escape(version)}: {len(made)} figures and tables"
-             f"{f', {len(skipped)} skipped' if skipped else ''}.</p>"]
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Written {now} by massive-dynamics {html.escape(version)}: {len(made)} figures and tables"
+        f"{f', {len(skipped)} skipped' if skipped else ''}.</p>",
+    ]
     if tiny_suite:
         parts.append(f"<p class='caveat'>{html.escape(TINY_SUITE_CAVEAT)}</p>")
     parts.append("<h2>Provenance</h2><ul>")
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in sources.items()]
     parts.append("</ul>" + table_html(origin))
-    parts.append("<h2>Contents</h2><ul>" + "".join(
-        f"<li><a href='#{b.item.stem}'>{html.escape(b.item.name)}: {html.escape(b.item.title)}</a></li>"
-        for b in made) + "</ul>")
+    parts.append(
+        "<h2>Contents</h2><ul>"
+        + "".join(
+            f"<li><a href='#{b.item.stem}'>{html.escape(b.item.name)}: {html.escape(b.item.title)}</a></li>"
+            for b in made
+        )
+        + "</ul>"
+    )
     for b in made:
         parts.append(f"<h2 id='{b.item.stem}'>{html.escape(b.item.name)}: {html.escape(b.item.title)}</h2>")
         if isinstance(b.result, Figure):
@@ -78,8 +97,11 @@ def render(built: list[Built], origin: pl.DataFrame, sources: dict[str, str], ve
         caption = b.item.caption + (f" {TINY_SUITE_SHORT}" if tiny_suite else "")
         parts.append(f"<p class='caption'>{html.escape(caption)}</p>")
     if skipped:
-        parts.append("<h2>Skipped</h2><ul>" + "".join(
-            f"<li><b>{html.escape(b.item.name)}</b>: {html.escape(b.skipped)}</li>" for b in skipped) + "</ul>")
+        parts.append(
+            "<h2>Skipped</h2><ul>"
+            + "".join(f"<li><b>{html.escape(b.item.name)}</b>: {html.escape(b.skipped)}</li>" for b in skipped)
+            + "</ul>"
+        )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -94,6 +116,8 @@ def png_base64(fig: Figure) -> str:
 def table_html(table: pl.DataFrame, digits: int = 4) -> str:
     """A DataFrame as an HTML table, cells escaped, floats to `digits` decimals."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(v, digits))}</td>" for v in row) + "</tr>"
-                   for row in table.iter_rows())
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(format_cell(v, digits))}</td>" for v in row) + "</tr>"
+        for row in table.iter_rows()
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

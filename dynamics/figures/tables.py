@@ -14,8 +14,14 @@ def table1_fit_quality(fits: pl.DataFrame, series: str = "ratio") -> pl.DataFram
     return r2_summary(emergence_fits(fits, series))
 
 
-def table3_regressors(fits: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio", kinds=None,
-                      n_estimators: int = 200, seed: int = 0) -> pl.DataFrame:
+def table3_regressors(
+    fits: pl.DataFrame,
+    architectures: pl.DataFrame,
+    series: str = "ratio",
+    kinds=None,
+    n_estimators: int = 200,
+    seed: int = 0,
+) -> pl.DataFrame:
     """Table 3: R², MAE, RMSE per regressor kind (default: all of `predictors.regressors.KINDS`) and Eq. 9
     parameter, under the paper's random 80/20 split and under leave-one-model-out (column protocol); one row per
     (protocol, kind, target)."""
@@ -40,8 +46,10 @@ def table5_hypotheses(fits: pl.DataFrame, series: str = "ratio") -> pl.DataFrame
     rows = fits.filter(pl.col("series") == series)
     found = rows["hypothesis"].unique().to_list()
     if len(found) < 2:
-        raise UserError(f"the fits table holds only the hypotheses {found} for series {series!r}; Table 5 compares "
-                        "several: run `mdyn fit --hypotheses all`")
+        raise UserError(
+            f"the fits table holds only the hypotheses {found} for series {series!r}; Table 5 compares "
+            "several: run `mdyn fit --hypotheses all`"
+        )
     summary = hypothesis_summary(rows)
     return summary.pivot(on="hypothesis", index="model", values="mean_r2").select("model", *sorted(found)).sort("model")
 

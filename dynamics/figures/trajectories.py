@@ -20,12 +20,17 @@ from dynamics.figures.style import (
 from fitting.contracts import SERIES_LABELS
 from fitting.table import series_table
 
-STAT_STYLES = {"top1": ("top-1", PALETTE[4], "o"), "top2": ("top-2", PALETTE[0], "s"),
-               "top3": ("top-3", PALETTE[5], "^"), "median": ("median", PALETTE[3], "D")}
+STAT_STYLES = {
+    "top1": ("top-1", PALETTE[4], "o"),
+    "top2": ("top-2", PALETTE[0], "s"),
+    "top3": ("top-3", PALETTE[5], "^"),
+    "median": ("median", PALETTE[3], "D"),
+}
 
 
-def fig1_overview(measurements: pl.DataFrame, fits: pl.DataFrame | None = None, model: str | None = None,
-                  series: str = "ratio"):
+def fig1_overview(
+    measurements: pl.DataFrame, fits: pl.DataFrame | None = None, model: str | None = None, series: str = "ratio"
+):
     """Fig 1: one model (default: the deepest): per-layer top-1/2/3 and median at its first and last step, and
     the series of a shallow and a deep layer over steps with their Eq. 9 fits (when `fits` is given)."""
     model = model or depth_order(measurements)[-1]
@@ -38,8 +43,15 @@ def fig1_overview(measurements: pl.DataFrame, fits: pl.DataFrame | None = None, 
     for ax, when in zip(axes[0], ("first", "last")):
         rows = ends.filter(pl.col("when") == when).sort("layer")
         for stat, (label, color, marker) in STAT_STYLES.items():
-            ax.plot(rows["layer"].to_numpy(), rows[stat].to_numpy(), marker=marker, color=color, lw=1.3, ms=4,
-                    label=f"{label} of |h|")
+            ax.plot(
+                rows["layer"].to_numpy(),
+                rows[stat].to_numpy(),
+                marker=marker,
+                color=color,
+                lw=1.3,
+                ms=4,
+                label=f"{label} of |h|",
+            )
         ax.set_yscale("log")
         layer_axis(ax)
         ax.set_ylabel("mean over probe sequences of |h| (residual-stream units)", fontsize=8)
@@ -76,8 +88,9 @@ def fig4_layer_trajectories(measurements: pl.DataFrame, model: str | None = None
     for ax, series in zip(axes, ("ratio", "top2_ratio", "top3_ratio")):
         values = series_table(part, series)
         for (layer,), group in values.group_by("layer", maintain_order=True):
-            ax.plot(group["step"].to_numpy(), group["value"].to_numpy(), color=cmap(norm(layer)), lw=1.4,
-                    marker=".", ms=4)
+            ax.plot(
+                group["step"].to_numpy(), group["value"].to_numpy(), color=cmap(norm(layer)), lw=1.4, marker=".", ms=4
+            )
         step_axis(ax)
         ax.set_title(SERIES_LABELS[series].removesuffix(" (Eq. 8)"), fontsize=10)
     axes[0].set_ylabel("ratio to the median of |h| (dimensionless)")

@@ -10,8 +10,23 @@ from tests.cli import run_main
 def test_two_revisions_from_the_offline_cache_differ(tinyrepo, tmp_path, capsys):
     out = tmp_path / "store"
     for rev in ("step0", "step1000"):
-        code, cap = run_main(["measure", tinyrepo.repo_id, "--revision", rev, "--probe", "embedded", "--n-seq", 2,
-                              "--seq-len", 32, "--out", out], capsys)
+        code, cap = run_main(
+            [
+                "measure",
+                tinyrepo.repo_id,
+                "--revision",
+                rev,
+                "--probe",
+                "embedded",
+                "--n-seq",
+                2,
+                "--seq-len",
+                32,
+                "--out",
+                out,
+            ],
+            capsys,
+        )
         assert code == 0, cap.err
         assert "ratio" in cap.out and "wrote" in cap.out
     df = store.load(out)
@@ -33,8 +48,9 @@ def test_local_model_folder(tmp_path, capsys):
     tok.save_pretrained(folder)
     text = tmp_path / "probe.txt"
     text.write_text("To be, or not to be, that is the question. " * 40)
-    code, cap = run_main(["measure", folder, "--probe-text", text, "--n-seq", 3, "--seq-len", 16, "--out",
-                          tmp_path / "s"], capsys)
+    code, cap = run_main(
+        ["measure", folder, "--probe-text", text, "--n-seq", 3, "--seq-len", 16, "--out", tmp_path / "s"], capsys
+    )
     assert code == 0, cap.err
     df = store.load(tmp_path / "s")
     assert df.height == 3 * 3
@@ -72,8 +88,16 @@ def test_unsupported_architecture(tmp_path, capsys):
 
     tok = train_bpe(["some text for a tokenizer " * 20], vocab_size=280)
     folder = tmp_path / "opt"
-    AutoModelForCausalLM.from_config(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                               num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(
+        OPTConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    ).save_pretrained(folder)
     tok.save_pretrained(folder)
     code, cap = run_main(["measure", folder, "--n-seq", 1, "--seq-len", 8, "--out", tmp_path / "s"], capsys)
     assert code == 2 and "unsupported architecture 'opt'" in cap.err

@@ -103,7 +103,10 @@ def resolves(hub: HubServer, name: str, method: str = "GET") -> list:
 
 
 def test_list_repo_refs_and_repo_info_name_every_branch_with_its_commit(hub, served, tmp_path):
-    out = client(hub, tmp_path, f"""
+    out = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import HfApi
 api = HfApi()
 refs = api.list_repo_refs({MODEL!r})
@@ -115,7 +118,8 @@ report({{
     "siblings": {{s.rfilename: [s.size, s.blob_id, s.lfs and s.lfs.sha256] for s in info.siblings}},
     "dataset": [data.sha, sorted(s.rfilename for s in data.siblings)],
 }})
-""")
+""",
+    )
     refs = repo_folder(served, MODEL) / "refs"
     assert out["branches"] == {b: [f"refs/heads/{b}", (refs / b).read_text()] for b in ("main", "step1", "step2")}
     assert out["sha"] == snapshot(served, "step1").name
@@ -127,7 +131,10 @@ report({{
 
 
 def test_list_repo_tree_gives_lfs_sha256_equal_to_the_blob_names(hub, served, tmp_path):
-    out = client(hub, tmp_path, f"""
+    out = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 api = HfApi()
@@ -140,7 +147,8 @@ report({{
     "notes": listing(api.list_repo_tree({MODEL!r}, "notes", revision="step2")),
     "paths": listing(api.get_paths_info({MODEL!r}, ["config.json", "notes", "absent.txt"], revision="step2")),
 }})
-""")
+""",
+    )
     folder = snapshot(served, "step2")
     expected = {}
     for name, data in contents(folder).items():
@@ -212,22 +220,30 @@ report([snapshot_download({MODEL!r}, revision="step1"), hf_hub_download({MODEL!r
 
 
 def test_snapshot_download_with_allow_patterns_fetches_only_those_files(hub, served, tmp_path):
-    folder = client(hub, tmp_path, f"""
+    folder = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import snapshot_download
 report(snapshot_download({MODEL!r}, revision="step2", allow_patterns=["*.json"]))
-""")
+""",
+    )
     assert contents(Path(folder)) == {"config.json": b'{"step": 2}'}
     assert not [r for r in hub.requests if r.path.endswith("model.safetensors")]
 
 
 def test_a_dataset_repo_downloads(hub, served, tmp_path):
-    folder, listed, readme = client(hub, tmp_path, f"""
+    folder, listed, readme = client(
+        hub,
+        tmp_path,
+        f"""
 from pathlib import Path
 from huggingface_hub import hf_hub_download, snapshot_download
 folder = snapshot_download({DATASET!r}, repo_type="dataset", allow_patterns=["*.jsonl"])
 listed = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
 report([folder, listed, hf_hub_download({DATASET!r}, "README.md", repo_type="dataset")])
-""")
+""",
+    )
     assert listed == ["data/train.jsonl"]
     assert contents(Path(folder)) == contents(snapshot(served, "main", DATASET, "dataset"))
     assert Path(readme) == Path(folder) / "README.md"
@@ -239,7 +255,10 @@ def test_from_pretrained_loads_the_weights_of_the_asked_revision(tinyrepo, tmp_p
     from transformers import AutoTokenizer
 
     with HubServer(tinyrepo.cache_dir) as hub:
-        out = client(hub, tmp_path, f"""
+        out = client(
+            hub,
+            tmp_path,
+            f"""
 import hashlib
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained({tinyrepo.repo_id!r}, revision="step1000")
@@ -249,7 +268,8 @@ report({{
     "tokens": AutoTokenizer.from_pretrained({tinyrepo.repo_id!r}, revision="step1000")("To be, or not").input_ids,
     "config_step": AutoConfig.from_pretrained({tinyrepo.repo_id!r}, revision="step4").training_step,
 }})
-""")
+""",
+        )
     folder = snapshot(tinyrepo.cache_dir, "step1000", tinyrepo.repo_id)
     weights = load_file(folder / "model.safetensors")
     served = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in weights.items()}
@@ -277,10 +297,14 @@ def test_429_on_a_download_is_waited_out_and_retried(hub, served, tmp_path):
 
 def test_429_on_the_api_surfaces_as_an_http_error_without_retry(hub, tmp_path):
     hub.add_fault("status", match="/refs", status=429, retry_after=1, times=1)
-    out = client(hub, tmp_path, f"""
+    out = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import HfApi
 report([attempt(lambda: [b.name for b in HfApi().list_repo_refs({MODEL!r}).branches]) for _ in range(2)])
-""")
+""",
+    )
     assert out[0]["status"] == 429 and "HfHubHTTPError" in out[0]["error"]
     assert sorted(out[1]["value"]) == ["main", "step1", "step2"]
     assert [r.status for r in hub.requests] == [429, 200]
@@ -334,10 +358,14 @@ def test_a_body_truncated_every_time_ends_in_an_error_and_no_file(hub, tmp_path)
 
 def test_a_truncated_large_body_resumes_with_a_range_request(hub, served, tmp_path):
     hub.add_fault("truncate", match="big.bin", times=1)
-    path = client(hub, tmp_path, f"""
+    path = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import hf_hub_download
 report(hf_hub_download({BIG!r}, "big.bin"))
-""")
+""",
+    )
     data = (snapshot(served, "main", BIG) / "big.bin").read_bytes()
     assert Path(path).read_bytes() == data
     gets = resolves(hub, "big.bin")
@@ -379,7 +407,10 @@ report([attempt(lambda: snapshot_download({MODEL!r}, revision="step1")),
 
 
 def test_missing_file_revision_and_repo_raise_the_hub_errors(hub, served, tmp_path):
-    out = client(hub, tmp_path, f"""
+    out = client(
+        hub,
+        tmp_path,
+        f"""
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 report([
     attempt(lambda: hf_hub_download({MODEL!r}, "absent.txt", revision="step1")),
@@ -389,7 +420,8 @@ report([
     attempt(lambda: snapshot_download("org/absent")),
     attempt(lambda: HfApi().list_repo_refs("org/absent", token="hf_any")),
 ])
-""")
+""",
+    )
     no_file, no_rev, no_rev_snapshot, no_repo, no_repo_snapshot, no_repo_token = out
     assert "EntryNotFoundError" in no_file["error"] and no_file["status"] == 404
     assert no_rev["error"][0] == no_rev_snapshot["error"][0] == "RevisionNotFoundError"

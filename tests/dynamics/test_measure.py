@@ -14,7 +14,9 @@ def reference_stats(model, ids):
     """Independent computation: run each sequence alone, take every block output, sort |h| in float64."""
     blocks = decoder_blocks(model)
     captured = []
-    handles = [b.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in blocks]
+    handles = [
+        b.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in blocks
+    ]
     rows = {}
     try:
         with torch.no_grad():
@@ -42,7 +44,9 @@ def test_values_equal_independent_computation(arch):
     assert df.height == 4 * 3
     for row in df.iter_rows(named=True):
         top1, top2, top3, median, pos, dim = ref[(row["seq"], row["layer"])]
-        np.testing.assert_allclose([row["top1"], row["top2"], row["top3"], row["median"]], [top1, top2, top3, median], rtol=1e-6)
+        np.testing.assert_allclose(
+            [row["top1"], row["top2"], row["top3"], row["median"]], [top1, top2, top3, median], rtol=1e-6
+        )
         assert (row["top1_pos"], row["top1_dim"]) == (pos, dim)
         assert row["n_nonfinite"] == 0
 
@@ -64,7 +68,11 @@ def test_batch_size_precision_and_repeat_agree(arch):
     ids = torch.randint(0, 96, (5, 20), generator=torch.Generator().manual_seed(4))
     base = measure(model, ids, batch_size=1)
     cols = ["top1", "top2", "top3", "median"]
-    for other in (measure(model, ids, batch_size=5), measure(model, ids, batch_size=2, reduce_dtype="float64"), measure(model, ids)):
+    for other in (
+        measure(model, ids, batch_size=5),
+        measure(model, ids, batch_size=2, reduce_dtype="float64"),
+        measure(model, ids),
+    ):
         np.testing.assert_allclose(other.select(cols).to_numpy(), base.select(cols).to_numpy(), rtol=1e-5)
         assert other["top1_dim"].to_list() == base["top1_dim"].to_list()
 
@@ -90,8 +98,16 @@ def test_non_finite_values_are_counted_not_dropped():
 def test_unsupported_architecture_names_its_model_type():
     from transformers import AutoModelForCausalLM, OPTConfig
 
-    model = AutoModelForCausalLM.from_config(OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                                       num_attention_heads=2, word_embed_proj_dim=16))
+    model = AutoModelForCausalLM.from_config(
+        OPTConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    )
     with pytest.raises(UserError, match="'opt'.*dynamics/layers.py"):
         decoder_blocks(model)
 

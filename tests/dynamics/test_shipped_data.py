@@ -14,8 +14,12 @@ SHIPPED = DATA_DIR / "tiny-suite"
 @pytest.fixture(scope="module")
 def shipped():
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
-    return (pl.read_parquet(SHIPPED / "measurements.parquet"), pl.read_parquet(SHIPPED / "ledger.parquet"),
-            pl.read_csv(SHIPPED / "architectures.csv"), manifest)
+    return (
+        pl.read_parquet(SHIPPED / "measurements.parquet"),
+        pl.read_parquet(SHIPPED / "ledger.parquet"),
+        pl.read_csv(SHIPPED / "architectures.csv"),
+        manifest,
+    )
 
 
 def test_tables_follow_the_contracts(shipped):
@@ -39,7 +43,11 @@ def test_tables_agree_with_the_manifest(shipped):
         assert sorted(rows["step"].unique().to_list()) == entry["schedule"]
         assert rows["layer"].n_unique() == entry["n_layers"]
         arch = architectures.filter(pl.col("model") == name).row(0, named=True)
-        assert (arch["n_layers"], arch["d_model"], arch["n_heads"]) == (entry["n_layers"], entry["d_model"], entry["n_heads"])
+        assert (arch["n_layers"], arch["d_model"], arch["n_heads"]) == (
+            entry["n_layers"],
+            entry["d_model"],
+            entry["n_heads"],
+        )
         assert set(rows["commit"]) <= set(entry["revisions"].values())
     assert (ledger["status"] == "ok").all() and ledger.height == measurements.select("model", "revision").n_unique()
 
@@ -47,11 +55,15 @@ def test_tables_agree_with_the_manifest(shipped):
 def test_middle_layer_ratios_rise_at_least_threefold_in_half_the_models(shipped):
     """Median over middle layers (all layers when L < 3) of mean top-1 / mean median, last step vs step 0."""
     measurements, _, _, _ = shipped
-    ratio = (measurements.group_by("model", "step", "layer").agg(pl.col("top1").mean() / pl.col("median").mean())
-             .rename({"top1": "ratio"}))
+    ratio = (
+        measurements.group_by("model", "step", "layer")
+        .agg(pl.col("top1").mean() / pl.col("median").mean())
+        .rename({"top1": "ratio"})
+    )
     n_layers = measurements.group_by("model").agg(pl.col("layer").max() + 1).rename({"layer": "L"})
     middle = ratio.join(n_layers, on="model").filter(
-        (pl.col("L") < 3) | ((pl.col("layer") > 0) & (pl.col("layer") < pl.col("L") - 1)))
+        (pl.col("L") < 3) | ((pl.col("layer") > 0) & (pl.col("layer") < pl.col("L") - 1))
+    )
     ends = middle.group_by("model", "step").agg(pl.col("ratio").median()).sort("step")
     rise = ends.group_by("model").agg(pl.col("ratio").last() / pl.col("ratio").first()).rename({"ratio": "rise"})
     assert (rise["rise"] >= 3).sum() >= rise.height / 2, rise.sort("rise")

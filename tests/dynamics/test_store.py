@@ -6,14 +6,36 @@ from fitting.errors import UserError
 
 
 def stats(n_seq=2, n_layers=3, scale=1.0):
-    rows = [{"seq": s, "layer": l, "top1": scale * (l + 1), "top2": 0.9, "top3": 0.8, "median": 0.1,
-             "top1_pos": 0, "top1_dim": 5, "n_nonfinite": 0} for l in range(n_layers) for s in range(n_seq)]
+    rows = [
+        {
+            "seq": s,
+            "layer": l,
+            "top1": scale * (l + 1),
+            "top2": 0.9,
+            "top3": 0.8,
+            "median": 0.1,
+            "top1_pos": 0,
+            "top1_dim": 5,
+            "n_nonfinite": 0,
+        }
+        for l in range(n_layers)
+        for s in range(n_seq)
+    ]
     return pl.DataFrame(rows)
 
 
 def shard(model="org/m", revision="step1", step=1, probe_id="p1", **kw):
-    return store.as_measurements(stats(**kw), model=model, revision=revision, step=step, commit="c" * 40,
-                                 weights_sha256="a" * 64, probe_id=probe_id, dtype="float32", device="cpu")
+    return store.as_measurements(
+        stats(**kw),
+        model=model,
+        revision=revision,
+        step=step,
+        commit="c" * 40,
+        weights_sha256="a" * 64,
+        probe_id=probe_id,
+        dtype="float32",
+        device="cpu",
+    )
 
 
 def test_round_trip_keeps_contract_and_rows(tmp_path):

@@ -106,8 +106,11 @@ def test_scan_cache_dir_lists_every_scheduled_branch(suite):
     cache, manifest = suite
     info = scan_cache_dir(cache)
     assert not info.warnings
-    refs = {repo.repo_id: {ref for rev in repo.revisions for ref in rev.refs} for repo in info.repos
-            if repo.repo_type == "model"}
+    refs = {
+        repo.repo_id: {ref for rev in repo.revisions for ref in rev.refs}
+        for repo in info.repos
+        if repo.repo_type == "model"
+    }
     assert set(refs) == {m["model"] for m in manifest["models"]}
     assert {(r.repo_id, r.repo_type) for r in info.repos if r.repo_type != "model"} == {(TOKENS_REPO, "dataset")}
     for model in manifest["models"]:
@@ -120,10 +123,39 @@ def test_manifest_holds_every_documented_key(suite, tmp_path):
     assert manifest["corpus"]["sha256"] == corpus_hash("train")
     assert manifest["corpus"]["n_tokens"] > 0 and manifest["tokenizer"]["vocab_size"] == MICRO.vocab_size
     assert manifest["architecture_family"]["use_parallel_residual"] is True
-    model_keys = {"model", "n_layers", "d_model", "n_heads", "d_ff", "n_params", "recipe", "schedule", "revisions",
-                  "final_loss", "train_seconds", "device", "threads", "versions", "key"}
-    recipe_keys = {"steps", "lr", "batch_size", "seq_len", "warmup_frac", "min_warmup_steps", "final_lr_frac",
-                   "weight_decay", "betas", "eps", "grad_clip", "seed", "data_seed", "n_even_checkpoints"}
+    model_keys = {
+        "model",
+        "n_layers",
+        "d_model",
+        "n_heads",
+        "d_ff",
+        "n_params",
+        "recipe",
+        "schedule",
+        "revisions",
+        "final_loss",
+        "train_seconds",
+        "device",
+        "threads",
+        "versions",
+        "key",
+    }
+    recipe_keys = {
+        "steps",
+        "lr",
+        "batch_size",
+        "seq_len",
+        "warmup_frac",
+        "min_warmup_steps",
+        "final_lr_frac",
+        "weight_decay",
+        "betas",
+        "eps",
+        "grad_clip",
+        "seed",
+        "data_seed",
+        "n_even_checkpoints",
+    }
     for model in manifest["models"]:
         assert set(model) == model_keys and set(model["recipe"]) == recipe_keys
         assert set(model["versions"]) == {"torch", "transformers", "tokenizers", "massive-dynamics"}

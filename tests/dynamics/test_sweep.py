@@ -74,16 +74,32 @@ def test_eviction_keeps_at_most_two_snapshots(tinyrepo, tmp_path):
 
 def cache_files(cache_dir):
     """Every path below an HF cache (locks aside), with each file's bytes: what a user would miss if deleted."""
-    return {p.relative_to(cache_dir): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(cache_dir.rglob("*")) if ".locks" not in p.parts}
+    return {
+        p.relative_to(cache_dir): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(cache_dir.rglob("*"))
+        if ".locks" not in p.parts
+    }
 
 
 def test_an_offline_sweep_never_touches_the_cache(tinyrepo_copy, tmp_path, capsys):
     before = cache_files(tinyrepo_copy.cache_dir)
     root = tmp_path / "store"
     for _ in range(2):  # the documented command, twice: the second run must still find everything
-        code, cap = run_main(["sweep", tinyrepo_copy.repo_id, "--offline", "--cache-dir", tinyrepo_copy.cache_dir,
-                              "--store", root, "--steps", "0,1,2,4", *SWEEP_ARGS], capsys)
+        code, cap = run_main(
+            [
+                "sweep",
+                tinyrepo_copy.repo_id,
+                "--offline",
+                "--cache-dir",
+                tinyrepo_copy.cache_dir,
+                "--store",
+                root,
+                "--steps",
+                "0,1,2,4",
+                *SWEEP_ARGS,
+            ],
+            capsys,
+        )
         assert code == 0, cap.err
     assert cache_files(tinyrepo_copy.cache_dir) == before
     assert store.load(root)["revision"].n_unique() == 4
@@ -96,16 +112,19 @@ def test_evict_prunes_an_offline_cache_only_when_asked(tinyrepo_copy, tmp_path):
     left = set(HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir).revisions())
     assert {"step0", "step1", "step2"}.isdisjoint(left) and "step4" in left
     # The tokenizer blob every revision shares stays for the others.
-    assert (HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir).fetch("step4")
-            / "tokenizer.json").is_file()
+    assert (
+        HubSource(tinyrepo_copy.repo_id, offline=True, cache_dir=tinyrepo_copy.cache_dir).fetch("step4")
+        / "tokenizer.json"
+    ).is_file()
 
 
 def start_sweep(tinyrepo, root):
     env = {**os.environ, **tinyrepo.env, "PYTHONUNBUFFERED": "1"}
     code = "from dynamics.cli.app import main; main()"
     args = ["sweep", tinyrepo.repo_id, "--store", str(root), "--keep-checkpoints", *SWEEP_ARGS]
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def kill_after(proc, root, shards, timeout=60.0):

@@ -7,8 +7,9 @@ from tests.cli import run_main
 
 def test_demo_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
-    code, cap = run_main(["demo", "--preset", "micro", "--out", out, "--cache", tmp_path / "hub", "--threads", "1"],
-                         capsys)
+    code, cap = run_main(
+        ["demo", "--preset", "micro", "--out", out, "--cache", tmp_path / "hub", "--threads", "1"], capsys
+    )
     assert code in (0, None), cap.err
     measured = pl.read_parquet(out / "measurements.parquet")
     micro = [m for m in measured["model"].unique() if m.startswith("tiny-suite-micro/")]

@@ -17,10 +17,16 @@ CURVES = {
     ("synthetic/four-layers", 2): dict(A=35.0, lam=0.1, gamma=3e-4, t0=1.0, K=15.0),
     ("synthetic/four-layers", 3): dict(A=60.0, lam=0.4, gamma=5e-4, t0=1.1, K=25.0),
 }
-ARCHITECTURES = pl.DataFrame({
-    "model": ["synthetic/three-layers", "synthetic/four-layers"],
-    "n_layers": [3, 4], "d_model": [64, 128], "n_heads": [4, 4], "d_ff": [256, 512], "n_params": [200_000, 900_000],
-})
+ARCHITECTURES = pl.DataFrame(
+    {
+        "model": ["synthetic/three-layers", "synthetic/four-layers"],
+        "n_layers": [3, 4],
+        "d_model": [64, 128],
+        "n_heads": [4, 4],
+        "d_ff": [256, 512],
+        "n_params": [200_000, 900_000],
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +48,9 @@ def synthetic():
     from fitting.table import fit_table
 
     measurements = synthetic_measurements(CURVES, paper_like_steps(), n_seq=3, noise=0.02, seed=0)
-    return SimpleNamespace(measurements=measurements, fits=fit_table(measurements, series="ratio", n_jobs=1),
-                           architectures=ARCHITECTURES)
+    return SimpleNamespace(
+        measurements=measurements, fits=fit_table(measurements, series="ratio", n_jobs=1), architectures=ARCHITECTURES
+    )
 
 
 @pytest.fixture(scope="session", params=["embedded", "synthetic"])
@@ -51,8 +58,7 @@ def case(request, embedded, embedded_fits, synthetic):
     """The shipped data or the synthetic family, as measurements, fits and architectures."""
     if request.param == "synthetic":
         return synthetic
-    return SimpleNamespace(measurements=embedded.measurements, fits=embedded_fits,
-                           architectures=embedded.architectures)
+    return SimpleNamespace(measurements=embedded.measurements, fits=embedded_fits, architectures=embedded.architectures)
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,9 @@ def test_measurements_alone_draw_figs_1_to_5_and_8_and_say_why_the_others_are_sk
 
 
 def test_unsuitable_data_is_skipped_with_the_reason(synthetic):
-    inputs = Inputs(synthetic.measurements, synthetic.fits.filter(pl.col("hypothesis") == "emergence"),
-                    synthetic.architectures)
+    inputs = Inputs(
+        synthetic.measurements, synthetic.fits.filter(pl.col("hypothesis") == "emergence"), synthetic.architectures
+    )
     chosen = [item for item in ITEMS if item.name in ("Fig 6", "Table 1", "Table 3", "Table 5")]
     built = {b.item.name: b for b in build_all(inputs, chosen)}
     assert "--hypotheses all" in built["Table 5"].skipped
@@ -45,8 +46,13 @@ def test_unsuitable_data_is_skipped_with_the_reason(synthetic):
 
 
 def test_save_writes_the_format_and_tables_as_csv_and_markdown(tmp_path, synthetic):
-    built = {b.item.name: b for b in build_all(Inputs(synthetic.measurements, synthetic.fits),
-                                               [item for item in ITEMS if item.name in ("Fig 7", "Table 1")])}
+    built = {
+        b.item.name: b
+        for b in build_all(
+            Inputs(synthetic.measurements, synthetic.fits),
+            [item for item in ITEMS if item.name in ("Fig 7", "Table 1")],
+        )
+    }
     (svg,) = save(built["Fig 7"], tmp_path, "svg")
     assert svg.name == "fig7_fit_quality.svg" and svg.read_text().lstrip().startswith("<?xml")
     csv, md = save(built["Table 1"], tmp_path, note="a caveat")
@@ -59,8 +65,9 @@ def test_save_writes_the_format_and_tables_as_csv_and_markdown(tmp_path, synthet
 def test_figures_command_writes_everything_the_inputs_allow(tmp_path, stored, capsys):
     measurements, fits, architectures = stored
     out = tmp_path / "out"
-    status, captured = run_main(["figures", "--store", measurements, "--fits", fits, "--architectures",
-                                 architectures, "--out", out], capsys)
+    status, captured = run_main(
+        ["figures", "--store", measurements, "--fits", fits, "--architectures", architectures, "--out", out], capsys
+    )
     assert not status
     names = {p.name for p in out.iterdir()}
     assert {f"{item.stem}.png" for item in ITEMS[:8]} <= names
@@ -73,8 +80,9 @@ def test_figures_command_writes_everything_the_inputs_allow(tmp_path, stored, ca
 def test_report_is_one_self_contained_page(tmp_path, stored, capsys):
     measurements, fits, architectures = stored
     out = tmp_path / "report"
-    status, captured = run_main(["report", "--store", measurements, "--fits", fits, "--architectures",
-                                 architectures, "--out", out], capsys)
+    status, captured = run_main(
+        ["report", "--store", measurements, "--fits", fits, "--architectures", architectures, "--out", out], capsys
+    )
     assert not status
     page = (out / "report.html").read_text()
     assert captured.out.strip().endswith(f"wrote {out / 'report.html'}")
@@ -131,8 +139,12 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, stored, capsys, monkeypatc
 def test_provenance_counts_revisions_sequences_and_ledger_statuses(synthetic):
     from dynamics.figures.report import provenance
 
-    ledger = pl.DataFrame({"model": ["synthetic/four-layers"] * 3 + ["synthetic/three-layers"],
-                           "status": ["ok", "duplicate", "ok", "missing"]})
+    ledger = pl.DataFrame(
+        {
+            "model": ["synthetic/four-layers"] * 3 + ["synthetic/three-layers"],
+            "status": ["ok", "duplicate", "ok", "missing"],
+        }
+    )
     table = provenance(synthetic.measurements, ledger)
     four = table.filter(pl.col("model") == "synthetic/four-layers").row(0, named=True)
     assert (four["revisions"], four["probe sequences"], four["layers"]) == (37, 3, 4)

@@ -25,8 +25,9 @@ def data_lines(ax):
 
 def ratio_by_layer(measurements):
     """Mean top-1 / mean median per (model, layer, step), computed directly from the rows."""
-    return (measurements.group_by("model", "layer", "step")
-            .agg((pl.col("top1").mean() / pl.col("median").mean()).alias("ratio")))
+    return measurements.group_by("model", "layer", "step").agg(
+        (pl.col("top1").mean() / pl.col("median").mean()).alias("ratio")
+    )
 
 
 def deepest(measurements):
@@ -40,8 +41,12 @@ def caveat_shown(fig):
 
 def fitted(fits, model, layer):
     """1 when the Eq. 9 fit of this layer succeeded, else 0: the number of curves a panel shows."""
-    return fits.filter((pl.col("model") == model) & (pl.col("layer") == layer) & (pl.col("hypothesis") == "emergence")
-                       & pl.col("success")).height
+    return fits.filter(
+        (pl.col("model") == model)
+        & (pl.col("layer") == layer)
+        & (pl.col("hypothesis") == "emergence")
+        & pl.col("success")
+    ).height
 
 
 def test_fig1_overview(case):
@@ -71,8 +76,12 @@ def test_fig2_ratio_vs_size(case):
     largest, mean = ax.get_lines()
     ratios = ratio_by_layer(case.measurements)
     last = ratios.filter(pl.col("step") == pl.col("step").max().over("model"))
-    expected = (last.group_by("model").agg(pl.col("ratio").max())
-                .join(case.architectures.select("model", "n_params"), on="model").sort("n_params"))
+    expected = (
+        last.group_by("model")
+        .agg(pl.col("ratio").max())
+        .join(case.architectures.select("model", "n_params"), on="model")
+        .sort("n_params")
+    )
     np.testing.assert_allclose(largest.get_xdata(), expected["n_params"].to_numpy())
     np.testing.assert_allclose(largest.get_ydata(), expected["ratio"].to_numpy())
     assert (np.asarray(mean.get_ydata()) <= np.asarray(largest.get_ydata()) + 1e-12).all()
@@ -152,8 +161,9 @@ def test_fig8_peak_surface_overlays_the_fits(case):
     (ax,) = plot_axes(fig)
     (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
     assert (mesh.get_array().compressed() > 0).all()
-    usable = case.fits.filter((pl.col("hypothesis") == "emergence") & pl.col("success") & (pl.col("lam") > 0)
-                              & (pl.col("gamma") > 0))
+    usable = case.fits.filter(
+        (pl.col("hypothesis") == "emergence") & pl.col("success") & (pl.col("lam") > 0) & (pl.col("gamma") > 0)
+    )
     points = [len(c.get_offsets()) for c in ax.collections if not isinstance(c, QuadMesh)]
     assert points == ([usable.height] if usable.height else [])
     assert f"t0 = {usable['t0'].median() if usable.height else 1:.3g} " in ax.get_title()

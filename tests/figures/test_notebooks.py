@@ -26,7 +26,9 @@ def test_notebook_is_stored_without_outputs(path):
 def test_notebook_runs(path):
     book = nbformat.read(path, as_version=4)
     # Runs last: which interpreter and which copy of the package the kernel used.
-    book.cells.append(nbformat.v4.new_code_cell("import sys, dynamics\nprint(sys.executable)\nprint(dynamics.__file__)"))
+    book.cells.append(
+        nbformat.v4.new_code_cell("import sys, dynamics\nprint(sys.executable)\nprint(dynamics.__file__)")
+    )
     # The kernelspec's "python" is replaced by this interpreter; the kernel starts in the repository root.
     NotebookClient(book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [out for cell in book.cells for out in cell.get("outputs", []) if out.output_type == "error"]

@@ -50,7 +50,8 @@ def test_import_writes_one_shard_per_checkpoint_with_the_values(tmp_path, releas
     result = import_dataset(root, tmp_path / "store")
     assert len(result.written) == 6
     assert [(p.name, reason.split(" (")[0]) for p, reason in result.skipped] == [
-        ("exp2_pythia_70m_step1000", "not a Python literal")]
+        ("exp2_pythia_70m_step1000", "not a Python literal")
+    ]
     m = store.load(tmp_path / "store")
     assert m.height == 6 * 10 * 6
     assert set(m["probe_id"]) == {PROBE_ID} and set(m["dtype"]) == {"float16"}
@@ -75,11 +76,14 @@ def test_a_file_with_the_wrong_layer_count_is_skipped(tmp_path, released):
     assert reasons["exp2_pythia_14m_step1"] == "has 5 layer columns, the model has 6 layers"
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("[[[1.0, 2.0]]]", "has shape (1, 1, 2), expected (n_seq, 4, layers)"),
-    ("[[[1, 2], [1, 2], [1], [1, 2]]]", "not a nested list of numbers of one shape"),
-    ("__import__('os')", "not a Python literal"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("[[[1.0, 2.0]]]", "has shape (1, 1, 2), expected (n_seq, 4, layers)"),
+        ("[[[1, 2], [1, 2], [1], [1, 2]]]", "not a nested list of numbers of one shape"),
+        ("__import__('os')", "not a Python literal"),
+    ],
+)
 def test_parse_stats_says_what_is_wrong(text, reason):
     with pytest.raises(ValueError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         parse_stats(text)
@@ -91,8 +95,9 @@ def test_command_imports_then_lists_the_skipped_files(tmp_path, released, capsys
     assert not status
     assert f"imported 6 checkpoints into {tmp_path / 'store'}" in captured.out
     assert captured.out.rstrip().splitlines()[-2:] == [
-        "skipped 1 files:", f"  {root / 'pythia_70m' / 'stats' / 'exp2_pythia_70m_step1000'}: not a Python "
-        "literal (SyntaxError)"]
+        "skipped 1 files:",
+        f"  {root / 'pythia_70m' / 'stats' / 'exp2_pythia_70m_step1000'}: not a Python literal (SyntaxError)",
+    ]
 
 
 def test_command_refuses_a_folder_without_the_dataset(tmp_path, capsys):

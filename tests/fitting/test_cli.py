@@ -60,13 +60,16 @@ def test_plot_draws_one_layer(monkeypatch, capsys, store):
     assert str(png) in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--store", "{missing}"], "does not exist"),
-    (["--store", "{store}", "--series", "top4"], "unknown series 'top4'"),
-    (["--store", "{store}", "--hypotheses", "some"], "unknown --hypotheses"),
-    (["--store", "{empty}"], "no measurements in"),
-    (["--store", "{store}", "--plot", "pythia-z", "0"], "no measurements for model 'pythia-z'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--store", "{missing}"], "does not exist"),
+        (["--store", "{store}", "--series", "top4"], "unknown series 'top4'"),
+        (["--store", "{store}", "--hypotheses", "some"], "unknown --hypotheses"),
+        (["--store", "{empty}"], "no measurements in"),
+        (["--store", "{store}", "--plot", "pythia-z", "0"], "no measurements for model 'pythia-z'"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(monkeypatch, capsys, store, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     paths = {"missing": tmp_path / "missing", "store": store, "empty": tmp_path / "empty"}

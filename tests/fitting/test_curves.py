@@ -25,8 +25,13 @@ STEPS = pythia_steps().astype(float)
 def random_params(rng, n):
     """Eq. 9 parameter sets spanning early peaks, mid-course peaks and slow rises."""
     return [
-        dict(A=rng.uniform(-50, 50), lam=10 ** rng.uniform(-3, 0.7), gamma=10 ** rng.uniform(-5, -2),
-             t0=10 ** rng.uniform(-1.5, 0.7), K=rng.uniform(-10, 100))
+        dict(
+            A=rng.uniform(-50, 50),
+            lam=10 ** rng.uniform(-3, 0.7),
+            gamma=10 ** rng.uniform(-5, -2),
+            t0=10 ** rng.uniform(-1.5, 0.7),
+            K=rng.uniform(-10, 100),
+        )
         for _ in range(n)
     ]
 
@@ -52,8 +57,9 @@ def test_eq9_and_eq14_round_trip_both_ways():
 def test_eq14_is_the_same_curve_as_eq9():
     rng = np.random.default_rng(1)
     for p in random_params(rng, 20):
-        np.testing.assert_allclose(emergence_eq14(STEPS, *eq9_to_eq14(**p)), emergence(STEPS, **p),
-                                   rtol=1e-10, atol=1e-10 * abs(p["A"]))
+        np.testing.assert_allclose(
+            emergence_eq14(STEPS, *eq9_to_eq14(**p)), emergence(STEPS, **p), rtol=1e-10, atol=1e-10 * abs(p["A"])
+        )
 
 
 def test_jacobian_matches_central_differences():
@@ -115,6 +121,5 @@ def test_second_order_damping_regimes_meet_continuously():
     for zeta in (1 - 1e-9, 1.0, 1 + 1e-9):
         np.testing.assert_allclose(second_order_step(t, 1.0, zeta, 0.02), critical, atol=1e-8)
     # Heavily over-damped: the slow pole omega_n / (2 zeta) dominates, like a first-order step.
-    np.testing.assert_allclose(second_order_step(t, 1.0, 1e4, 200.0), first_order_step(t, 1.0, 1e4 / 100.0),
-                               atol=1e-3)
+    np.testing.assert_allclose(second_order_step(t, 1.0, 1e4, 200.0), first_order_step(t, 1.0, 1e4 / 100.0), atol=1e-3)
     assert np.isnan(second_order_peak(1.0, 0.02)) and np.isnan(second_order_peak(3.0, 0.02))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from scipy.special import lambertw
 
 from fitting.curves import emergence, t_peak
@@ -83,8 +82,13 @@ def test_standard_errors_match_an_lmfit_fit_in_original_units():
     steps, values = noisy_series(CASES["pythia-410m-layer0"], seed=0)
     fit = fit_curve(EmergenceModel(), steps, values)
     model = EmergenceModel()
-    direct = model.fit(values, model.make_params(**fit.params), t=steps.astype(float), method="least_squares",
-                       fit_kws={"jac": model._residual_jacobian, "ftol": 1e-14, "xtol": 1e-14, "gtol": 1e-14})
+    direct = model.fit(
+        values,
+        model.make_params(**fit.params),
+        t=steps.astype(float),
+        method="least_squares",
+        fit_kws={"jac": model._residual_jacobian, "ftol": 1e-14, "xtol": 1e-14, "gtol": 1e-14},
+    )
     for name in NAMES:
         assert direct.params[name].value == pytest.approx(fit.params[name], rel=1e-6)
         assert direct.params[name].stderr == pytest.approx(fit.stderr[name], rel=1e-5)
@@ -194,8 +198,13 @@ def test_random_series_never_raise_and_successes_are_finite(hypothesis, data):
 
 
 @settings(max_examples=20, deadline=None)
-@given(lam=st.floats(1e-3, 5.0), log_peak=st.floats(2.0, 5.0), start=st.floats(0.05, 0.9),
-       rise=st.floats(1.0, 1000.0), seed=st.integers(0, 2**31))
+@given(
+    lam=st.floats(1e-3, 5.0),
+    log_peak=st.floats(2.0, 5.0),
+    start=st.floats(0.05, 0.9),
+    rise=st.floats(1.0, 1000.0),
+    seed=st.integers(0, 2**31),
+)
 def test_fits_of_noisy_eq9_curves_are_at_least_as_good_as_the_truth(lam, log_peak, start, rise, seed):
     # The true parameters are a feasible point, so the least-squares optimum cannot be worse: a fit that is
     # worse stopped in a local minimum. Peaks from step 100 to 100000, starting at 5-90 % of x*.

@@ -25,41 +25,61 @@ CURVES = {
     ("pythia-b", 0): dict(A=40.0, lam=1.0, gamma=1e-3, t0=0.1, K=60.0),
 }
 CONTRACT = {
-    "model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String,
-    **{name: pl.Float64 for name in ("A", "lam", "gamma", "t0", "K")},
+    "model": pl.String,
+    "layer": pl.Int32,
+    "series": pl.String,
+    "hypothesis": pl.String,
+    **dict.fromkeys(("A", "lam", "gamma", "t0", "K"), pl.Float64),
     **{f"{name}_se": pl.Float64 for name in ("A", "lam", "gamma", "t0", "K")},
-    "r2": pl.Float64, "aic": pl.Float64, "bic": pl.Float64, "n_points": pl.Int32, "success": pl.Boolean,
-    "message": pl.String, "t_peak": pl.Float64,
+    "r2": pl.Float64,
+    "aic": pl.Float64,
+    "bic": pl.Float64,
+    "n_points": pl.Int32,
+    "success": pl.Boolean,
+    "message": pl.String,
+    "t_peak": pl.Float64,
 }
 
 
 def tiny_table():
     """Two steps, two sequences, written out by hand."""
-    return pl.DataFrame({
-        "model": "m", "step": [0, 0, 10, 10], "seq": [0, 1, 0, 1], "layer": 0,
-        "top1": [2.0, 4.0, 6.0, 10.0], "top2": [1.0, 2.0, 3.0, 3.0], "top3": [1.0, 1.0, 2.0, 2.0],
-        "median": [1.0, 4.0, 2.0, 2.0],
-    })
+    return pl.DataFrame(
+        {
+            "model": "m",
+            "step": [0, 0, 10, 10],
+            "seq": [0, 1, 0, 1],
+            "layer": 0,
+            "top1": [2.0, 4.0, 6.0, 10.0],
+            "top2": [1.0, 2.0, 3.0, 3.0],
+            "top3": [1.0, 1.0, 2.0, 2.0],
+            "median": [1.0, 4.0, 2.0, 2.0],
+        }
+    )
 
 
-@pytest.mark.parametrize("series, expected", [
-    ("ratio", [3.0 / 2.5, 8.0 / 2.0]),  # Eq. 8: mean top-1 / mean median
-    ("ratio_mean", [(2.0 + 1.0) / 2, (3.0 + 5.0) / 2]),
-    ("top1", [3.0, 8.0]),
-    ("median", [2.5, 2.0]),
-    ("top2_ratio", [1.5 / 2.5, 3.0 / 2.0]),
-    ("top3_ratio", [1.0 / 2.5, 2.0 / 2.0]),
-])
+@pytest.mark.parametrize(
+    "series, expected",
+    [
+        ("ratio", [3.0 / 2.5, 8.0 / 2.0]),  # Eq. 8: mean top-1 / mean median
+        ("ratio_mean", [(2.0 + 1.0) / 2, (3.0 + 5.0) / 2]),
+        ("top1", [3.0, 8.0]),
+        ("median", [2.5, 2.0]),
+        ("top2_ratio", [1.5 / 2.5, 3.0 / 2.0]),
+        ("top3_ratio", [1.0 / 2.5, 2.0 / 2.0]),
+    ],
+)
 def test_series_definitions(series, expected):
     np.testing.assert_allclose(series_table(tiny_table(), series)["value"].to_numpy(), expected)
 
 
 def test_series_omit_missing_values_and_average_repeated_rows():
     table = tiny_table()
-    table = pl.concat([
-        table.with_columns(pl.when(pl.col("seq") == 1).then(float("nan")).otherwise(pl.col("top1")).alias("top1")),
-        table.filter(pl.col("seq") == 0),  # the same (step, seq) again, e.g. step143000 and main
-    ])
+    table = pl.concat(
+        [
+            table.with_columns(pl.when(pl.col("seq") == 1).then(float("nan")).otherwise(pl.col("top1")).alias("top1")),
+            table.filter(pl.col("seq") == 0),  # the same (step, seq) again, e.g. step143000 and main
+        ]
+    )
     values = series_table(table, "top1")["value"].to_numpy()
     np.testing.assert_allclose(values, [2.0, 6.0])
 
@@ -122,7 +142,8 @@ def test_two_processes_give_the_same_table_as_one(monkeypatch):
 def test_provenance_columns_are_carried():
     measurements = synthetic_measurements({("m", 0): CURVES[("pythia-a", 0)]}, paper_like_steps())
     measurements = measurements.with_columns(
-        dtype=pl.lit("float16"), device=pl.when(pl.col("step") < 1000).then(pl.lit("cuda:0")).otherwise(pl.lit("cpu")))
+        dtype=pl.lit("float16"), device=pl.when(pl.col("step") < 1000).then(pl.lit("cuda:0")).otherwise(pl.lit("cpu"))
+    )
     row = fit_table(measurements, hypotheses=[EmergenceModel]).row(0, named=True)
     assert (row["probe_id"], row["dtype"], row["device"]) == ("synthetic", "float16", "cpu,cuda:0")
 
@@ -135,8 +156,9 @@ def test_bad_requests_raise_user_errors():
 
 
 def test_fits_round_trip_with_their_schema_version(tmp_path):
-    fits = fit_table(synthetic_measurements({("m", 0): CURVES[("pythia-a", 0)]}, paper_like_steps()),
-                     hypotheses=[EmergenceModel])
+    fits = fit_table(
+        synthetic_measurements({("m", 0): CURVES[("pythia-a", 0)]}, paper_like_steps()), hypotheses=[EmergenceModel]
+    )
     path = tmp_path / "fits.parquet"
     write_fits(fits, path)
     assert pl.read_parquet_metadata(path)[SCHEMA_KEY] == "1"
@@ -154,10 +176,14 @@ def test_fits_round_trip_with_their_schema_version(tmp_path):
 
 def handmade_fits():
     rows = [
-        ("a", 0, "emergence", 0.99, -100.0, True), ("a", 0, "log_rise", 0.80, -50.0, True),
-        ("a", 1, "emergence", 0.85, -90.0, True), ("a", 1, "log_rise", 0.95, -95.0, True),
-        ("a", 2, "emergence", None, None, False), ("a", 2, "log_rise", 0.5, 10.0, True),
-        ("b", 0, "emergence", 0.97, -10.0, True), ("b", 0, "log_rise", 0.2, 5.0, True),
+        ("a", 0, "emergence", 0.99, -100.0, True),
+        ("a", 0, "log_rise", 0.80, -50.0, True),
+        ("a", 1, "emergence", 0.85, -90.0, True),
+        ("a", 1, "log_rise", 0.95, -95.0, True),
+        ("a", 2, "emergence", None, None, False),
+        ("a", 2, "log_rise", 0.5, 10.0, True),
+        ("b", 0, "emergence", 0.97, -10.0, True),
+        ("b", 0, "log_rise", 0.2, 5.0, True),
     ]
     fits = pl.DataFrame(rows, schema=["model", "layer", "hypothesis", "r2", "aic", "success"], orient="row")
     return fits.with_columns(series=pl.lit("ratio"), bic=pl.col("aic") + 1.0)

@@ -1,7 +1,6 @@
 """Fixtures: the synthetic family's tables, its training table, and a small random-forest predictor trained on it."""
 
 import pytest
-
 from synthetic_family import family_tables
 
 

@@ -7,10 +7,20 @@ from predictors.features import Architecture, layer_features
 
 # (name, layers, hidden, heads): depths 4-24, widths 128-1024, head sizes 16-128.
 FAMILY = (
-    ("syn-a", 4, 128, 4), ("syn-b", 4, 256, 8), ("syn-c", 6, 192, 6), ("syn-d", 6, 384, 4),
-    ("syn-e", 8, 256, 16), ("syn-f", 8, 512, 8), ("syn-g", 10, 320, 10), ("syn-h", 12, 384, 12),
-    ("syn-i", 12, 768, 6), ("syn-j", 16, 512, 16), ("syn-k", 16, 1024, 8), ("syn-l", 20, 640, 20),
-    ("syn-m", 24, 768, 12), ("syn-n", 24, 1024, 32),
+    ("syn-a", 4, 128, 4),
+    ("syn-b", 4, 256, 8),
+    ("syn-c", 6, 192, 6),
+    ("syn-d", 6, 384, 4),
+    ("syn-e", 8, 256, 16),
+    ("syn-f", 8, 512, 8),
+    ("syn-g", 10, 320, 10),
+    ("syn-h", 12, 384, 12),
+    ("syn-i", 12, 768, 6),
+    ("syn-j", 16, 512, 16),
+    ("syn-k", 16, 1024, 8),
+    ("syn-l", 20, 640, 20),
+    ("syn-m", 24, 768, 12),
+    ("syn-n", 24, 1024, 32),
 )
 NOISE = 0.03
 
@@ -34,8 +44,10 @@ def family_tables(seed: int = 0, noise: float = NOISE) -> tuple[pl.DataFrame, pl
     """
     rng = np.random.default_rng(seed)
     architectures = pl.DataFrame(
-        [{"model": m, "n_layers": L, "d_model": d, "n_heads": H, "d_ff": 4 * d, "n_params": 0, "source": "synthetic"}
-         for m, L, d, H in FAMILY]
+        [
+            {"model": m, "n_layers": L, "d_model": d, "n_heads": H, "d_ff": 4 * d, "n_params": 0, "source": "synthetic"}
+            for m, L, d, H in FAMILY
+        ]
     )
     rows = []
     for model, L, d, H in FAMILY:
@@ -52,9 +64,20 @@ def family_tables(seed: int = 0, noise: float = NOISE) -> tuple[pl.DataFrame, pl
 
 
 FITS_SCHEMA = {
-    "model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String,
-    "A": pl.Float64, "lam": pl.Float64, "gamma": pl.Float64, "t0": pl.Float64, "K": pl.Float64,
-    "r2": pl.Float64, "n_points": pl.Int32, "success": pl.Boolean, "message": pl.String, "t_peak": pl.Float64,
+    "model": pl.String,
+    "layer": pl.Int32,
+    "series": pl.String,
+    "hypothesis": pl.String,
+    "A": pl.Float64,
+    "lam": pl.Float64,
+    "gamma": pl.Float64,
+    "t0": pl.Float64,
+    "K": pl.Float64,
+    "r2": pl.Float64,
+    "n_points": pl.Int32,
+    "success": pl.Boolean,
+    "message": pl.String,
+    "t_peak": pl.Float64,
 }
 
 

@@ -44,9 +44,11 @@ def test_paper_protocol_is_seeded(table):
     X, Y, _ = _xyg(table)
     model = EmergencePredictor(kind="ridge")
     assert paper_protocol(X, Y, ["ridge"], model, random_state=5).equals(
-        paper_protocol(X, Y, ["ridge"], model, random_state=5))
+        paper_protocol(X, Y, ["ridge"], model, random_state=5)
+    )
     assert not paper_protocol(X, Y, ["ridge"], model, random_state=6)["r2"].equals(
-        paper_protocol(X, Y, ["ridge"], model, random_state=5)["r2"])
+        paper_protocol(X, Y, ["ridge"], model, random_state=5)["r2"]
+    )
 
 
 def test_a_per_model_effect_the_features_cannot_explain_flatters_only_the_random_split(table):

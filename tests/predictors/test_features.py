@@ -12,9 +12,15 @@ from predictors.features import FEATURES, Architecture, from_config, from_spec, 
 
 # PAPER.md §5: layers, d_model, heads, params.
 PYTHIA = {
-    "14m": (6, 128, 4, 14_067_712), "70m": (6, 512, 8, 70_426_624), "160m": (12, 768, 12, 162_322_944),
-    "410m": (24, 1024, 16, 405_334_016), "1b": (16, 2048, 8, 1_011_781_632), "1.4b": (24, 2048, 16, 1_414_647_808),
-    "2.8b": (32, 2560, 32, 2_775_208_960), "6.9b": (32, 4096, 32, 6_857_302_016), "12b": (36, 5120, 40, 11_846_072_320),
+    "14m": (6, 128, 4, 14_067_712),
+    "70m": (6, 512, 8, 70_426_624),
+    "160m": (12, 768, 12, 162_322_944),
+    "410m": (24, 1024, 16, 405_334_016),
+    "1b": (16, 2048, 8, 1_011_781_632),
+    "1.4b": (24, 2048, 16, 1_414_647_808),
+    "2.8b": (32, 2560, 32, 2_775_208_960),
+    "6.9b": (32, 4096, 32, 6_857_302_016),
+    "12b": (36, 5120, 40, 11_846_072_320),
 }
 
 
@@ -93,7 +99,12 @@ def test_shipped_architectures_are_the_nine_pythia_models():
     for row in table.iter_rows(named=True):
         layers, d, heads, params = PYTHIA[row["model"].removeprefix("EleutherAI/pythia-")]
         assert (row["n_layers"], row["d_model"], row["n_heads"], row["d_ff"], row["n_params"]) == (
-            layers, d, heads, 4 * d, params)
+            layers,
+            d,
+            heads,
+            4 * d,
+            params,
+        )
         assert "PAPER.md §5" in row["source"]
     assert table["n_layers"].sum() == 188  # the paper's 188 samples
     assert len(architectures_by_model(table)) == 9

@@ -21,8 +21,12 @@ def test_round_trip_gives_identical_predictions(trained, predictor_file, table):
     np.testing.assert_array_equal(loaded.estimator.predict(X), trained.estimator.predict(X))
     np.testing.assert_array_equal(loaded.estimator.predict_members(X[:5]), trained.estimator.predict_members(X[:5]))
     assert loaded.data_hash == trained.data_hash == table_hash(table)
-    assert (loaded.series, loaded.kind, loaded.models, loaded.n_samples) == ("ratio", "random_forest",
-                                                                              trained.models, table.height)
+    assert (loaded.series, loaded.kind, loaded.models, loaded.n_samples) == (
+        "ratio",
+        "random_forest",
+        trained.models,
+        table.height,
+    )
     assert loaded.feature_convention == FEATURE_CONVENTION and loaded.feature_names == FEATURES
     assert loaded.package_version == package_version() != ""
     np.testing.assert_array_equal(loaded.feature_min, X.min(axis=0))

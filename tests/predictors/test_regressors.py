@@ -12,19 +12,23 @@ from predictors.features import FEATURES
 from predictors.regressors import KINDS, EmergencePredictor
 
 # Every kind with the transform defined for any y, plus log1p alone (its y > -1 comes from the positive_only tag).
-CHECKED = [EmergencePredictor(kind=k, n_estimators=10, n_bootstrap=0, random_state=0, transforms=("yeo-johnson",))
-           for k in KINDS]
+CHECKED = [
+    EmergencePredictor(kind=k, n_estimators=10, n_bootstrap=0, random_state=0, transforms=("yeo-johnson",))
+    for k in KINDS
+]
 CHECKED += [EmergencePredictor(kind="ridge", n_bootstrap=2, random_state=0, transforms=("log1p",))]
 NOT_APPLICABLE = {
-    ("log1p", "check_regressor_multioutput"):
-        "the check draws a multi-output y from make_regression without honouring positive_only, so it holds "
-        "values <= -1 where log1p is undefined; the yeo-johnson estimators run this check",
+    (
+        "log1p",
+        "check_regressor_multioutput",
+    ): "the check draws a multi-output y from make_regression without honouring positive_only, so it holds "
+    "values <= -1 where log1p is undefined; the yeo-johnson estimators run this check",
 }
 
 
 ANY_TRANSFORM = {
-    "check_array_api_input":
-        "EmergencePredictor computes on numpy arrays and does not declare array API support (array_api_support tag)",
+    "check_array_api_input": "EmergencePredictor computes on numpy arrays and does not declare array API support "
+    "(array_api_support tag)",
 }
 
 

@@ -31,8 +31,20 @@ def inputs(family, tmp_path_factory):
 
 def test_train_prints_both_protocols_and_saves(monkeypatch, capsys, inputs, tmp_path):
     out = tmp_path / "predictor.skops"
-    code, stdout, stderr = mdyn(monkeypatch, capsys, "train", "--fits", inputs / "fits.parquet", "--architectures",
-                                inputs / "architectures.csv", "--no-compare", "--n-estimators", 20, "--out", out)
+    code, stdout, stderr = mdyn(
+        monkeypatch,
+        capsys,
+        "train",
+        "--fits",
+        inputs / "fits.parquet",
+        "--architectures",
+        inputs / "architectures.csv",
+        "--no-compare",
+        "--n-estimators",
+        20,
+        "--out",
+        out,
+    )
     assert (code, stderr) == (0, "")
     assert "Training on 170 layers of 14 models" in stdout
     assert "Paper protocol" in stdout and "Leave one model out" in stdout
@@ -42,8 +54,23 @@ def test_train_prints_both_protocols_and_saves(monkeypatch, capsys, inputs, tmp_
 
 
 def test_predict_writes_a_table_and_a_figure(monkeypatch, capsys, predictor_file, tmp_path):
-    code, stdout, stderr = mdyn(monkeypatch, capsys, "predict", "--predictor", predictor_file, "--layers", 24,
-                                "--hidden", 1024, "--heads", 16, "--steps", 20000, "--out", tmp_path)
+    code, stdout, stderr = mdyn(
+        monkeypatch,
+        capsys,
+        "predict",
+        "--predictor",
+        predictor_file,
+        "--layers",
+        24,
+        "--hidden",
+        1024,
+        "--heads",
+        16,
+        "--steps",
+        20000,
+        "--out",
+        tmp_path,
+    )
     assert (code, stderr) == (0, "")
     assert "L=24, d=1024, H=16, d_ff=4096" in stdout
     table = pl.read_parquet(tmp_path / "prediction.parquet")
@@ -56,8 +83,11 @@ def test_predict_writes_a_table_and_a_figure(monkeypatch, capsys, predictor_file
 
 def test_predict_from_config_json_warns_when_extrapolating(monkeypatch, capsys, predictor_file, tmp_path):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"num_hidden_layers": 40, "hidden_size": 4096, "num_attention_heads": 32,
-                                  "intermediate_size": 11008}))
+    config.write_text(
+        json.dumps(
+            {"num_hidden_layers": 40, "hidden_size": 4096, "num_attention_heads": 32, "intermediate_size": 11008}
+        )
+    )
     code, stdout, stderr = mdyn(monkeypatch, capsys, "predict", "--predictor", predictor_file, "--config", config)
     assert code == 0 and "L=40, d=4096, H=32, d_ff=11008" in stdout
     assert stderr.startswith("mdyn: warning: the architecture lies outside what the predictor was trained on")
@@ -71,7 +101,13 @@ def test_predict_from_config_json_warns_when_extrapolating(monkeypatch, capsys, 
         (("--layers", 4, "--hidden", 128, "--heads", 3), "n_heads=3 does not divide d_model=128"),
         (("--layers", 4, "--hidden", 128), "missing --heads"),
         (("--config", "CONFIG", "--layers", 4), "either --config or --layers"),
-        (("--config", "CONFIG",), "has no num_attention_heads or n_head"),
+        (
+            (
+                "--config",
+                "CONFIG",
+            ),
+            "has no num_attention_heads or n_head",
+        ),
         (("--layers", 4, "--hidden", 128, "--heads", 4, "--steps", 0), "--steps must be a positive"),
     ],
 )
@@ -93,14 +129,38 @@ def test_bad_architectures_give_one_line_and_status_2(monkeypatch, capsys, predi
     ],
 )
 def test_bad_training_options_give_one_line_and_status_2(monkeypatch, capsys, inputs, tmp_path, args, message):
-    code, _, stderr = mdyn(monkeypatch, capsys, "train", "--fits", inputs / "fits.parquet", "--architectures",
-                           inputs / "architectures.csv", "--out", tmp_path / "p.skops", *args)
+    code, _, stderr = mdyn(
+        monkeypatch,
+        capsys,
+        "train",
+        "--fits",
+        inputs / "fits.parquet",
+        "--architectures",
+        inputs / "architectures.csv",
+        "--out",
+        tmp_path / "p.skops",
+        *args,
+    )
     assert code == 2 and stderr.startswith("mdyn: error: ") and message in stderr
     assert len(stderr.splitlines()) == 1 and not (tmp_path / "p.skops").exists()
 
 
 def test_missing_predictor_file_is_one_line(monkeypatch, capsys, tmp_path):
-    code, _, stderr = mdyn(monkeypatch, capsys, "predict", "--predictor", tmp_path / "none.skops", "--layers", 4,
-                           "--hidden", 128, "--heads", 4)
-    assert code == 2 and stderr == f"mdyn: error: no predictor file at {tmp_path / 'none.skops'}: pass a file " \
-                                   "written by `mdyn train --out`\n"
+    code, _, stderr = mdyn(
+        monkeypatch,
+        capsys,
+        "predict",
+        "--predictor",
+        tmp_path / "none.skops",
+        "--layers",
+        4,
+        "--hidden",
+        128,
+        "--heads",
+        4,
+    )
+    assert (
+        code == 2
+        and stderr
+        == f"mdyn: error: no predictor file at {tmp_path / 'none.skops'}: pass a file written by `mdyn train --out`\n"
+    )

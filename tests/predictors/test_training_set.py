@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 import pytest
-
 from synthetic_family import FAMILY
+
 from fitting.errors import UserError
 from predictors.dataset import TARGETS, architectures_by_model, read_table, table_hash, training_table
 from predictors.features import FEATURES, layer_features
@@ -17,16 +17,19 @@ def test_training_table_keeps_successful_finite_emergence_fits_of_the_series(fam
     one = table.filter(pl.col("model") == "syn-h")
     arch = architectures_by_model(architectures)["syn-h"]
     np.testing.assert_array_equal(one.select(FEATURES).to_numpy(), layer_features(arch))
-    expected = fits.filter((pl.col("model") == "syn-h") & (pl.col("series") == "ratio")
-                           & (pl.col("hypothesis") == "emergence")).sort("layer")
+    expected = fits.filter(
+        (pl.col("model") == "syn-h") & (pl.col("series") == "ratio") & (pl.col("hypothesis") == "emergence")
+    ).sort("layer")
     np.testing.assert_array_equal(one.select(TARGETS).to_numpy(), expected.select(TARGETS).to_numpy())
 
 
 def test_other_series_can_be_chosen_and_unknown_ones_are_named(family):
     fits, architectures = family
-    with pytest.warns(UserWarning, match="dropped 170 fits"):  # every median row has A = -5
-        with pytest.raises(UserError, match="no fit of series .median. has A, lam, gamma and t0 above -1"):
-            training_table(fits.filter(pl.col("series") != "ratio"), architectures, "median")
+    with (
+        pytest.warns(UserWarning, match="dropped 170 fits"),  # every median row has A = -5
+        pytest.raises(UserError, match="no fit of series .median. has A, lam, gamma and t0 above -1"),
+    ):
+        training_table(fits.filter(pl.col("series") != "ratio"), architectures, "median")
     with pytest.raises(UserError, match=r"no series 'top9'; it has \['median', 'ratio'\]"):
         training_table(fits, architectures, "top9")
 
@@ -34,7 +37,8 @@ def test_other_series_can_be_chosen_and_unknown_ones_are_named(family):
 def test_log1p_undefined_rows_are_dropped_with_a_warning(family):
     fits, architectures = family
     bad = fits.with_columns(
-        A=pl.when((pl.col("model") == "syn-c") & (pl.col("layer") == 2)).then(-3.0).otherwise(pl.col("A")))
+        A=pl.when((pl.col("model") == "syn-c") & (pl.col("layer") == 2)).then(-3.0).otherwise(pl.col("A"))
+    )
     with pytest.warns(UserWarning, match=r"dropped 1 fits .*\['syn-c'\]"):
         table = training_table(bad, architectures)
     assert table.height == sum(L for _, L, _, _ in FAMILY) - 1
@@ -51,8 +55,11 @@ def test_bad_tables_are_user_errors(family, tmp_path):
     with pytest.raises(UserError, match=r"lacks column\(s\) lam;"):
         training_table(fits.drop("lam"), architectures)
     with pytest.raises(UserError, match="syn-a: n_heads=4 does not divide d_model=130"):
-        architectures_by_model(architectures.with_columns(
-            d_model=pl.when(pl.col("model") == "syn-a").then(130).otherwise(pl.col("d_model"))))
+        architectures_by_model(
+            architectures.with_columns(
+                d_model=pl.when(pl.col("model") == "syn-a").then(130).otherwise(pl.col("d_model"))
+            )
+        )
     with pytest.raises(UserError, match="more than once"):
         architectures_by_model(pl.concat([architectures, architectures.head(1)]))
     with pytest.raises(UserError, match="one row per model and layer"):

@@ -25,8 +25,10 @@ def slurm_cluster(tmp_path_factory):
     """
     missing = [name for name in BINARIES if shutil.which(name, path=SBIN) is None]
     if missing:
-        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): "
-                    "apt-get install slurmd slurmctld slurm-client munge")
+        pytest.skip(
+            f"Slurm is not installed ({', '.join(missing)} missing): "
+            "apt-get install slurmd slurmctld slurm-client munge"
+        )
     if os.geteuid() != 0:
         pytest.skip("starting slurmctld and slurmd needs root")
     folder = tmp_path_factory.mktemp("slurm")

@@ -28,8 +28,19 @@ ARRAY_TIMEOUT_S = 120
 
 def submit(capsys, target, root, steps, parallelism=2):
     """`mdyn sweep TARGET --executor slurm` in process; returns the task table it submitted."""
-    args = ["sweep", target, "--store", root, "--steps", steps, *SWEEP_ARGS, "--executor", "slurm",
-            "--array-parallelism", parallelism]
+    args = [
+        "sweep",
+        target,
+        "--store",
+        root,
+        "--steps",
+        steps,
+        *SWEEP_ARGS,
+        "--executor",
+        "slurm",
+        "--array-parallelism",
+        parallelism,
+    ]
     code, cap = run_main(args, capsys)
     assert code == 0 and "submitted job array" in cap.err, cap.err
     return json.loads(sorted((root / "slurm").glob("*/tasks.json"))[-1].read_text())
@@ -57,10 +68,13 @@ def test_array_equals_local_sweep_and_concurrent_writes_stay_whole(slurm_cluster
     start = time.perf_counter()
     table = submit(capsys, tinyrepo.repo_id, root, "every:6")
     states = wait_for_array(root)
-    print(f"\narray of {len(table['tasks'])} tasks: {time.perf_counter() - start:.1f}s from submission to the last result")
+    print(
+        f"\narray of {len(table['tasks'])} tasks: {time.perf_counter() - start:.1f}s from submission to the last result"
+    )
     assert [t["revision"] for t in table["tasks"]] == ["step0", "step32", "step2000", tinyrepo.corrupt]
     assert state_of(states) == {(tinyrepo.repo_id, t["revision"]): "done" for t in table["tasks"][:3]} | {
-        (tinyrepo.repo_id, tinyrepo.corrupt): "failed"}
+        (tinyrepo.repo_id, tinyrepo.corrupt): "failed"
+    }
 
     local = tmp_path / "local-store"
     source = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
@@ -68,8 +82,12 @@ def test_array_equals_local_sweep_and_concurrent_writes_stay_whole(slurm_cluster
     by_row = ["revision", "seq", "layer"]
     assert store.load(root).drop("measured_at").sort(by_row).equals(store.load(local).drop("measured_at").sort(by_row))
     ledger_columns = ["model", "revision", "step", "probe_id", "status", "detail", "duplicate_of"]
-    assert store.load(root, store.LEDGER).select(ledger_columns).sort("step").equals(
-        store.load(local, store.LEDGER).select(ledger_columns).sort("step"))
+    assert (
+        store.load(root, store.LEDGER)
+        .select(ledger_columns)
+        .sort("step")
+        .equals(store.load(local, store.LEDGER).select(ledger_columns).sort("step"))
+    )
 
     # Pairs of tasks started together on identical work and wrote at the same moments: every shard must
     # be whole on its own, hold exactly its revision's rows, and no temporary file may be left behind.
@@ -87,27 +105,48 @@ def test_rerun_submits_only_cancelled_and_failed_tasks(slurm_cluster, tinyrepo, 
     subprocess.run(["scancel", f"{job}_2"], check=True, timeout=30)
     assert state_of(slurm.progress(root))[(tinyrepo.repo_id, "step9000")] == "failed"
     states = state_of(wait_for_array(root))
-    assert states == {(tinyrepo.repo_id, "step0"): "done", (tinyrepo.repo_id, tinyrepo.corrupt): "failed",
-                      (tinyrepo.repo_id, "step9000"): "failed"}
+    assert states == {
+        (tinyrepo.repo_id, "step0"): "done",
+        (tinyrepo.repo_id, tinyrepo.corrupt): "failed",
+        (tinyrepo.repo_id, "step9000"): "failed",
+    }
 
     second = submit(capsys, tinyrepo.repo_id, root, f"0,{tinyrepo.corrupt},9000")
     assert [t["revision"] for t in second["tasks"]] == [tinyrepo.corrupt, "step9000"]
     wait_for_array(root)
     ledger = store.load(root, store.LEDGER)
     assert dict(ledger.select("revision", "status").iter_rows()) == {
-        "step0": "ok", tinyrepo.corrupt: "corrupt", "step9000": "ok"}
+        "step0": "ok",
+        tinyrepo.corrupt: "corrupt",
+        "step9000": "ok",
+    }
     code, cap = run_main(["status", "--store", root], capsys)
     assert code == 0 and "Slurm tasks by state" in cap.out and f"{tinyrepo.corrupt} (task " in cap.out
 
 
-def test_family_goes_into_one_array_and_queued_tasks_are_not_submitted_twice(slurm_cluster, tiny_family, tmp_path, capsys):
+def test_family_goes_into_one_array_and_queued_tasks_are_not_submitted_twice(
+    slurm_cluster, tiny_family, tmp_path, capsys
+):
     root = tmp_path / "store"
-    args = ["sweep", "tiny/neox-{sweep,twin}", "--store", root, "--steps", "0,1", *SWEEP_ARGS, "--executor", "slurm",
-            "--slurm-arg", "begin=now+600"]  # queued for ten minutes: pending throughout the test
+    args = [
+        "sweep",
+        "tiny/neox-{sweep,twin}",
+        "--store",
+        root,
+        "--steps",
+        "0,1",
+        *SWEEP_ARGS,
+        "--executor",
+        "slurm",
+        "--slurm-arg",
+        "begin=now+600",
+    ]  # queued for ten minutes: pending throughout the test
     code, cap = run_main(args, capsys)
     assert code == 0 and "submitted job array" in cap.err, cap.err
     (table,) = [json.loads(p.read_text()) for p in (root / "slurm").glob("*/tasks.json")]
-    assert [(t["model"], t["revision"]) for t in table["tasks"]] == [(m, r) for m in tiny_family for r in ("step0", "step1")]
+    assert [(t["model"], t["revision"]) for t in table["tasks"]] == [
+        (m, r) for m in tiny_family for r in ("step0", "step1")
+    ]
     assert "#SBATCH --begin=now+600" in (root / "slurm" / table["submission"] / "sweep.sbatch").read_text()
     try:
         code, cap = run_main(args, capsys)
@@ -136,8 +175,19 @@ def test_bad_slurm_input_is_one_line_exit_2(slurm_cluster, tinyrepo, tmp_path, c
 
 def test_options_sbatch_refuses_leave_no_submission(slurm_cluster, tinyrepo, tmp_path, capsys):
     root = tmp_path / "store"
-    args = ["sweep", tinyrepo.repo_id, "--store", root, "--steps", "0", *SWEEP_ARGS, "--executor", "slurm",
-            "--mem", "lots"]
+    args = [
+        "sweep",
+        tinyrepo.repo_id,
+        "--store",
+        root,
+        "--steps",
+        "0",
+        *SWEEP_ARGS,
+        "--executor",
+        "slurm",
+        "--mem",
+        "lots",
+    ]
     code, cap = run_main(args, capsys)
     lines = cap.err.strip().splitlines()
     assert code == 2 and lines[-1].startswith("mdyn: error: sbatch refused the array: Invalid --mem"), cap.err
