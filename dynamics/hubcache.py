@@ -144,10 +144,18 @@ class BlobLeases:
 
 
 def prune_snapshot(
-    cache_dir: Path, repo_id: str, commit: str, links: set[Path], blobs: set[str], refs: set[str], leases: BlobLeases
+    cache_dir: Path,
+    repo_id: str,
+    commit: str,
+    links: set[Path],
+    blobs: set[str],
+    refs: set[str],
+    leases: BlobLeases,
+    listing: bool = False,
 ) -> None:
     """Delete from a cached repo only what the caller names: `links` of snapshot `commit`, the `blobs` no remaining
-    link uses and no process reads, and the `refs` once the snapshot is empty.
+    link uses and no process reads, and the `refs` (and with `listing` huggingface_hub's cached file listing of the
+    commit, `trees/COMMIT.json`) once the snapshot is empty.
 
     Nothing happens while another process reads the snapshot; a blob another reader (of another revision) holds
     stays, for the last of them to delete.
@@ -161,19 +169,18 @@ def prune_snapshot(
         for link in links & set(own):
             link.unlink()
             del own[link]
-        elsewhere = {
-            blob
-            for other in (root / "snapshots").iterdir()
-            if other != snapshot
-            for blob in snapshot_links(other).values()
-        }
+        others = [p for p in (root / "snapshots").iterdir() if p != snapshot] if (root / "snapshots").is_dir() else []
+        elsewhere = {blob for other in others for blob in snapshot_links(other).values()}
         for blob in sorted(blobs - elsewhere - set(own.values())):
             with leases.exclusive(blob) as unread:
                 if unread:
                     (root / "blobs" / blob).unlink(missing_ok=True)
-        if own or not snapshot.is_dir():
+        if own:
             return
-        shutil.rmtree(snapshot)
+        if snapshot.is_dir():
+            shutil.rmtree(snapshot)
+        if listing:
+            (root / "trees" / f"{commit}.json").unlink(missing_ok=True)
         for ref in refs:
             ref_file = root / "refs" / ref
             if ref_file.is_file() and ref_file.read_text().strip() == commit:

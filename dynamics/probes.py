@@ -124,11 +124,17 @@ def paper_probes(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from dynamics.sources import TRANSIENT, with_retries
+
     try:
         folder = Path(
-            snapshot_download(PAPER_DATASET, repo_type="dataset", allow_patterns=["*.jsonl"], cache_dir=cache_dir)
+            with_retries(
+                lambda: snapshot_download(
+                    PAPER_DATASET, repo_type="dataset", allow_patterns=["*.jsonl"], cache_dir=cache_dir
+                )
+            )
         )
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, *TRANSIENT) as err:
         raise UserError(
             f"cannot get the paper's probe dataset {PAPER_DATASET} ({type(err).__name__}); connect to the hub once, "
             "or use --probe embedded or --probe-text FILE"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import httpx2
 from huggingface_hub import HfApi, constants, scan_cache_dir, snapshot_download
 from huggingface_hub.errors import (
     CacheNotFound,
@@ -31,6 +32,7 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
+    RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
@@ -61,6 +63,9 @@ CONFIG_AND_TOKENIZER = (
 # The hub names an LFS blob by the sha256 of its content, and the HF cache keeps that name.
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _T = TypeVar("_T")
+# Transport failures another try may cure (httpx2 is huggingface_hub's HTTP client): a refused or reset connection,
+# a body that ends before its Content-Length, a timeout. Not a proxy error or a bad URL, which recur.
+TRANSIENT = (httpx2.NetworkError, httpx2.RemoteProtocolError, httpx2.TimeoutException)
 
 
 class CheckpointSource(Protocol):
@@ -87,10 +92,13 @@ class CheckpointSource(Protocol):
 
 
 def with_retries(call: Callable[[], _T], *, retries: int = 5, backoff_s: float = 2.0) -> _T:
-    """`call()`, retried up to `retries` times on HTTP 429 or 5xx after backoff_s * 2**attempt seconds.
+    """`call()`, retried up to `retries` times after backoff_s * 2**attempt seconds on a transient failure.
 
-    A Retry-After header, when the hub sends one, lengthens the wait. The status is looked up along the
-    exception's cause chain, since huggingface_hub re-raises some HTTP errors as LocalEntryNotFoundError.
+    Transient: HTTP 429 or 5xx, and a connection that fails, resets or ends early or times out (`TRANSIENT`).
+    huggingface_hub 2.4 retries only some of these itself (429 on a download, 429/503 on a HEAD, a body cut short
+    while data still arrives), never a 5xx on a download, a reset mid-body or any failure of an API call. A
+    Retry-After header, when the hub sends one, lengthens the wait. The failure is looked up along the
+    exception's cause chain, since huggingface_hub re-raises some errors as LocalEntryNotFoundError.
     """
     attempt = 0
     while True:
@@ -110,11 +118,14 @@ EVICTIONS = ("keep", "downloaded", "measured")
 
 @dataclass
 class _Fetched:
-    """What one process's fetches of a revision added to the cache, which is all that `downloaded` may delete."""
+    """What one process's fetches of a revision added to its snapshot, which is all that `downloaded` may delete.
 
-    links: set[Path]
-    blobs: set[str]
+    The blobs come with the links: `downloaded` deletes a linked blob only if this source downloaded it.
+    """
+
+    links: dict[Path, str]  # snapshot file -> the blob it links to
     refs: set[str]
+    listing: bool  # huggingface_hub's cached listing of the commit, trees/COMMIT.json
 
 
 class HubSource:
@@ -122,10 +133,12 @@ class HubSource:
 
     Each fetch downloads (online) or finds (offline) one revision's snapshot in `cache_dir`. `eviction` says what
     `evict` may delete afterwards: `keep` nothing; `downloaded` (the default online) only the snapshot files,
-    blobs and refs this source's own fetches added to the cache; `measured` the revision's whole snapshot, for
-    a user who asks to prune a cache (the default offline is `keep`, since there the cache is the only copy).
-    Either way a blob that another process (or this source's prefetch of another revision) is reading stays:
-    every fetch holds `BlobLeases` on its blobs until its revision is evicted.
+    blobs, refs and cached file listing this source's own fetches added to the cache, failed fetches included (a
+    blob counts as this source's if any of its fetches downloaded it, so the last revision using a shared blob
+    deletes it); `measured` the revision's whole snapshot, for a user who asks to prune a cache (the default
+    offline is `keep`, since there the cache is the only copy). Either way a blob that another process (or this
+    source's prefetch of another revision) is reading stays: every fetch holds `BlobLeases` on its blobs until its
+    revision is evicted.
     """
 
     def __init__(
@@ -152,6 +165,7 @@ class HubSource:
         self._branches: dict[str, str] | None = None
         self._files: dict[str, dict[str, str]] = {}  # revision -> {path: blob name}, from the listing or the cache
         self._fetched: dict[str, _Fetched] = {}
+        self._downloaded: set[str] = set()  # blobs that some fetch of this source added to the cache
         self._leases = BlobLeases(self.cache_dir, repo_id)
         self._lock = threading.Lock()  # guards the bookkeeping between the sweep's thread and its prefetch
 
@@ -181,8 +195,9 @@ class HubSource:
         commit = self._commit(revision)
         root = repo_folder(self.cache_dir, self.model)
         snapshot = root / "snapshots" / commit
+        listing = root / "trees" / f"{commit}.json"
         links_before, blobs_before = set(snapshot_links(snapshot)), repo_blobs(self.cache_dir, self.model)
-        refs_before = {p.name for p in (root / "refs").iterdir()} if (root / "refs").is_dir() else set()
+        refs_before, listing_before = _refs(root), listing.is_file()
         # Leases first, so that no other process deletes a blob between our download and our reading it.
         expected = [blob for path, blob in self._listing(revision).items() if _matches(path, patterns)]
         self._leases.hold(revision, [BlobLeases.snapshot_key(commit), *expected])
@@ -203,15 +218,16 @@ class HubSource:
                 f"{self.model}@{revision} is missing from the offline cache {self.cache_dir}, or incomplete "
                 "there; fetch it again with network access"
             ) from err
-        now = snapshot_links(snapshot)
-        self._leases.hold(revision, set(now.values()) - set(expected))
-        added = {path: blob for path, blob in now.items() if path not in links_before}
-        refs_after = {p.name for p in (root / "refs").iterdir()}
-        with self._lock:
-            fetched = self._fetched.setdefault(revision, _Fetched(set(), set(), set()))
-            fetched.links |= set(added)
-            fetched.blobs |= set(added.values()) - blobs_before
-            fetched.refs |= refs_after - refs_before
+        finally:  # a failed download may have added files too, and they are this source's to delete
+            now = snapshot_links(snapshot)
+            self._leases.hold(revision, set(now.values()) - set(expected))
+            with self._lock:
+                added = {path: blob for path, blob in now.items() if path not in links_before}
+                fetched = self._fetched.setdefault(revision, _Fetched({}, set(), False))
+                fetched.links |= added
+                fetched.refs |= _refs(root) - refs_before
+                fetched.listing |= listing.is_file() and not listing_before
+                self._downloaded |= set(added.values()) - blobs_before
         return Path(folder)
 
     def evict(self, revision: str, measured: bool = True) -> None:
@@ -222,34 +238,37 @@ class HubSource:
         """
         commit = self._commit(revision)
         with self._lock:
-            fetched = self._fetched.pop(revision, _Fetched(set(), set(), set()))
+            fetched = self._fetched.pop(revision, _Fetched({}, set(), False))
+            downloaded = set(self._downloaded)
         self._leases.release(revision)
         if self.eviction == "keep":
             return
+        blobs = set(fetched.links.values()) & downloaded
         if self.eviction == "measured" and measured:
             links = snapshot_links(repo_folder(self.cache_dir, self.model) / "snapshots" / commit)
-            fetched = _Fetched(
-                set(links), set(links.values()), {r for r, c in self._branch_commits().items() if c == commit}
-            )
-        prune_snapshot(self.cache_dir, self.model, commit, fetched.links, fetched.blobs, fetched.refs, self._leases)
+            refs = {r for r, c in self._branch_commits().items() if c == commit}
+            fetched, blobs = _Fetched(links, refs, True), set(links.values())
+        prune_snapshot(
+            self.cache_dir,
+            self.model,
+            commit,
+            set(fetched.links),
+            blobs,
+            fetched.refs,
+            self._leases,
+            listing=fetched.listing,
+        )
         if self.offline:  # offline, the listing is the cache itself, which has just changed
             with self._lock:
                 self._files.pop(revision, None)
 
     def _call(self, fn: Callable[..., _T], *args, **kwargs) -> _T:
-        return with_retries(lambda: fn(*args, **kwargs), retries=self.retries, backoff_s=self.backoff_s)
+        """`fn(...)` with retries; the hub's refusals and a hub that stays unreachable become one-line errors.
 
-    def _branch_commits(self) -> dict[str, str]:
-        """Branch -> commit id, asked once per source."""
-        if self._branches is None:
-            self._branches = self._cached_branches() if self.offline else self._hub_branches()
-            if not self._branches:
-                raise UserError(f"{self.model} has no branches{self._where()}; nothing to measure")
-        return self._branches
-
-    def _hub_branches(self) -> dict[str, str]:
+        A UserError stops the planning of a sweep; while measuring, the sweep records it as the revision's failure.
+        """
         try:
-            refs = self._call(HfApi().list_repo_refs, self.model, token=self.token)
+            return with_retries(lambda: fn(*args, **kwargs), retries=self.retries, backoff_s=self.backoff_s)
         except GatedRepoError:
             raise UserError(
                 f"repo {self.model} is gated: accept its conditions on its hub page, then log in (`hf auth login`) "
@@ -260,11 +279,35 @@ class HubSource:
                 f"repo {self.model} not found on the hub (no folder of that name exists either); check the id, "
                 "e.g. EleutherAI/pythia-160m, or log in (`hf auth login`) if it is private"
             ) from None
+        except RevisionNotFoundError as err:
+            raise MissingCheckpoint(
+                f"a revision of {self.model} is no longer on the hub ({_first_line(err)}); it was deleted or renamed "
+                "after the sweep listed the branches"
+            ) from None
         except OfflineModeIsEnabled:
             raise UserError(
-                f"cannot list the branches of {self.model}: HF_HUB_OFFLINE=1 is set; use offline mode (--offline) "
+                f"cannot reach the hub for {self.model}: HF_HUB_OFFLINE=1 is set; use offline mode (--offline) "
                 "to read the local cache, or unset HF_HUB_OFFLINE"
             ) from None
+        except Exception as err:
+            if _retry_wait(err, 0.0) is None:
+                raise
+            raise UserError(
+                f"the hub failed {self.retries + 1} times in a row for {self.model} ({type(err).__name__}: "
+                f"{_first_line(err)}); try again later (a rerun continues where this one stopped), or use --offline "
+                "to read the local cache"
+            ) from None
+
+    def _branch_commits(self) -> dict[str, str]:
+        """Branch -> commit id, asked once per source."""
+        if self._branches is None:
+            self._branches = self._cached_branches() if self.offline else self._hub_branches()
+            if not self._branches:
+                raise UserError(f"{self.model} has no branches{self._where()}; nothing to measure")
+        return self._branches
+
+    def _hub_branches(self) -> dict[str, str]:
+        refs = self._call(HfApi().list_repo_refs, self.model, token=self.token)
         return {branch.name: branch.target_commit for branch in refs.branches}
 
     def _cached_branches(self) -> dict[str, str]:
@@ -334,6 +377,11 @@ class HubSource:
 
     def _where(self) -> str:
         return f" in the offline cache {self.cache_dir}" if self.offline else " on the hub"
+
+
+def _refs(root: Path) -> set[str]:
+    """The branch names a cached repo has refs for."""
+    return {p.name for p in (root / "refs").iterdir()} if (root / "refs").is_dir() else set()
 
 
 def _matches(path: str, patterns: list[str]) -> bool:
@@ -491,17 +539,31 @@ def _top_level_split(text: str) -> list[str]:
     return [*parts, text[start:]]
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+
+
 def _cached_sha256(path: Path) -> str:
     """sha256 of a cached file: the name of the blob it links to when that is a sha256, else read from the file."""
     blob = Path(os.readlink(path)).name if path.is_symlink() else ""
     return blob if _SHA256.fullmatch(blob) else file_sha256(path)
 
 
-def _retry_wait(err: BaseException, backoff_s: float) -> float | None:
-    """Seconds to wait before retrying after `err`, or None when it is no 429/5xx along its cause chain."""
-    while err is not None and not isinstance(err, HfHubHTTPError):
+def _retry_wait(err: BaseException | None, backoff_s: float) -> float | None:
+    """Seconds to wait before retrying after `err`, or None when its cause chain holds no transient failure.
+
+    The first HTTP error along the chain decides: a 4xx other than 429 is the hub's answer, not a failure.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:  # a chain may loop back on itself
+        seen.add(id(err))
+        if isinstance(err, HfHubHTTPError):
+            status = err.response.status_code
+            if not (status == 429 or status >= 500):
+                return None
+            retry_after = err.response.headers.get("retry-after", "")
+            return max(backoff_s, float(retry_after) if retry_after.isdigit() else 0.0)
+        if isinstance(err, TRANSIENT):
+            return backoff_s
         err = err.__cause__ or err.__context__
-    if err is None or not (err.response.status_code == 429 or err.response.status_code >= 500):
-        return None
-    retry_after = err.response.headers.get("retry-after", "")
-    return max(backoff_s, float(retry_after) if retry_after.isdigit() else 0.0)
+    return None

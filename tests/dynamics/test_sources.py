@@ -193,6 +193,29 @@ def test_client_errors_are_not_retried():
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(
+    "error, tries",
+    [
+        (httpx2.ReadError("Connection reset by peer"), 4),  # mid-body; huggingface_hub does not retry it
+        (httpx2.RemoteProtocolError("peer closed connection without sending complete message body"), 4),
+        (httpx2.ConnectError("Connection refused"), 4),
+        (httpx2.ReadTimeout("timed out"), 4),
+        (httpx2.ProxyError("407 Proxy Authentication Required"), 1),  # a setting, which another try repeats
+        (httpx2.UnsupportedProtocol("Request URL has an unsupported protocol 'ftp://'"), 1),
+    ],
+)
+def test_transport_failures_are_retried_but_not_a_proxy_or_a_bad_url(error, tries):
+    calls = []
+
+    def call():
+        calls.append(1)
+        raise error
+
+    with pytest.raises(type(error)):
+        with_retries(call, retries=3, backoff_s=0.0)
+    assert len(calls) == tries
+
+
 def test_bad_targets_and_revisions_are_user_errors(tinyrepo, tmp_path):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "empty").mkdir()

@@ -13,7 +13,6 @@ from dynamics import store
 from dynamics.sources import HubSource
 from dynamics.sweep import Settings, plan, run
 from tests.cli import run_main
-from tests.fixtures.copying import CopyingSource
 
 SETTINGS = Settings(probe="embedded", n_seq=2, seq_len=32)
 SWEEP_ARGS = ["--probe", "embedded", "--n-seq", "2", "--seq-len", "32"]
@@ -61,15 +60,6 @@ def test_rerun_plans_nothing_new(swept, tinyrepo):
     assert again.to_measure == {tinyrepo.corrupt: tinyrepo.steps[tinyrepo.corrupt]}
     assert {r["status"] for r in again.settled} <= {"missing", "duplicate"}
     assert again.already == len(tinyrepo.steps) - 3
-
-
-def test_eviction_keeps_at_most_two_snapshots(tinyrepo, tmp_path):
-    inner = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
-    source = CopyingSource(inner, tmp_path / "downloads")
-    root = tmp_path / "store"
-    ledger = run(source, root, plan(source, root, "every:2", SETTINGS), SETTINGS)
-    assert (ledger["status"] == "ok").sum() >= 5
-    assert source.peak_copies == 2 and source.copies() == 0
 
 
 def cache_files(cache_dir):
