@@ -3,7 +3,7 @@
 `data/tiny-suite/` holds the sweep of the full tiny suite (`mdyn suite build --preset full`, then `mdyn sweep`
 of every model on the embedded held-out probe): measurements.parquet, ledger.parquet, architectures.csv and
 the suite's manifest.json. These are toy GPT-NeoX models trained on a CPU: their top-1/median ratio shows
-outlier-channel emergence, not the massive activations of the paper's Pythia models (shared/PAPER.md §8).
+outlier-channel emergence, not the massive activations of the paper's Pythia models (docs/science.md §9).
 """
 
 import json
@@ -15,7 +15,13 @@ from dynamics.corpus import DATA_DIR
 from dynamics.suite import PRESETS
 
 TINY_SUITE_DIR = DATA_DIR / "tiny-suite"
-ARCHITECTURE_FILES = (DATA_DIR / "architectures.csv", TINY_SUITE_DIR / "architectures.csv")
+# The `predict` preset's sweep: the design built to answer the prediction question, `mdyn train`'s default data.
+PREDICT_SUITE_DIR = DATA_DIR / "tiny-suite-predict"
+ARCHITECTURE_FILES = (
+    DATA_DIR / "architectures.csv",
+    TINY_SUITE_DIR / "architectures.csv",
+    PREDICT_SUITE_DIR / "architectures.csv",
+)
 TINY_SUITE_CAVEAT = (
     "Tiny suite: toy GPT-NeoX models trained from scratch on a CPU. Their rising top-1/median ratio is "
     "outlier-channel emergence in small models, not a reproduction of the paper's numbers "

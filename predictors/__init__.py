@@ -1,6 +1,6 @@
 """Predict the emergence-curve parameters of a planned architecture from its spec."""
 
-from predictors.features import Architecture, from_config, from_spec
+from fitting.contracts import Architecture, from_config, from_spec
 from predictors.predict import predict_architecture
 from predictors.regressors import EmergencePredictor
 from predictors.trained import load, save, train

@@ -1,4 +1,8 @@
-"""The training set: one row per (model, layer), the Table 4 features joined to the fitted Eq. 9 parameters."""
+"""The training sets: one row per (model, layer), the Table 4 features joined to what is learned.
+
+Two targets: `curve_table` (the default) holds each layer's measured log ratio at the knots of
+`predictors.knots`; `training_table` (`--target paper`) the fitted Eq. 9 parameters, as the paper regresses them.
+"""
 
 import hashlib
 import warnings
@@ -9,7 +13,8 @@ import polars as pl
 
 from fitting.contracts import ARCHITECTURE_COLUMNS, EQ9_PARAMS, FITS_COLUMNS, Architecture, require_columns
 from fitting.errors import UserError
-from predictors.features import FEATURES, layer_features
+from predictors.features import FEATURES, RECIPE_COLUMNS, RECIPE_FEATURES, layer_features, recipe_features
+from predictors.knots import KNOT_COLUMNS, series_at_knots
 
 TARGETS = EQ9_PARAMS
 # log1p is the paper's transform for these; it is undefined at or below -1.
@@ -102,10 +107,98 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
     )
 
 
-def table_hash(table: pl.DataFrame) -> str:
-    """sha256 of a training table's models, layers, features and targets, in row order."""
+def curve_table(
+    measurements: pl.DataFrame, architectures: pl.DataFrame, series: str = "ratio", recipe: bool = False
+) -> tuple[pl.DataFrame, list[tuple[str, int, str]]]:
+    """Every measured layer's log series at the knots of its run, with its features; and the layers left out.
+
+    Columns: model, group (the architecture and recipe: seeds of one design share it), layer, total_steps,
+    `FEATURES` (with `recipe`, also `RECIPE_FEATURES`), `KNOT_COLUMNS`. A run's length is the architectures
+    table's total_steps when it has one, else the model's last measured step. Layers left out come back as
+    (model, layer, reason): a series that does not cover its run, or has fewer than 2 finite positive values.
+    """
+    from fitting.table import series_table
+
+    archs = architectures_by_model(architectures)
+    lengths = _recipes(architectures)
+    values = (
+        series_table(measurements, series)
+        .drop_nulls("value")
+        .filter(pl.col("value").is_finite() & (pl.col("value") > 0))
+    )
+    models = sorted(measurements["model"].unique().to_list())
+    missing = [m for m in models if m not in archs]
+    if missing:
+        raise UserError(
+            f"no architecture for {missing}: add them to an architectures table (columns "
+            f"{', '.join(ARCHITECTURE_COLUMNS)}) and pass it as --architectures"
+        )
+    if recipe and (absent := [m for m in models if m not in lengths]):
+        raise UserError(
+            f"recipe features need {', '.join(RECIPE_COLUMNS)} for every model; the architectures "
+            f"table lacks them for {absent}: add them, or drop --recipe-features"
+        )
+    rows, excluded = [], []
+    for model in models:
+        arch = archs[model]
+        features = layer_features(arch)
+        part = values.filter(pl.col("model") == model)
+        layers = measurements.filter(pl.col("model") == model)["layer"].unique().sort().to_list()
+        total = lengths[model][0] if model in lengths else float(part["step"].max() or 0)
+        extra = recipe_features(*lengths[model]) if recipe else np.empty(0)
+        for layer in layers:
+            points = part.filter(pl.col("layer") == layer).sort("step")
+            if points.height < 2 or total <= 0:
+                excluded.append((model, layer, f"{points.height} finite positive values of the {series} series"))
+                continue
+            knots = series_at_knots(points["step"].to_numpy(), np.log(points["value"].to_numpy()), total)
+            if not np.isfinite(knots).all():
+                excluded.append(
+                    (
+                        model,
+                        layer,
+                        f"measured steps {points['step'][0]}..{points['step'][-1]} do not "
+                        f"cover its run of {total:g} steps",
+                    )
+                )
+                continue
+            rows.append(
+                {
+                    "model": model,
+                    "group": _group(arch, lengths.get(model)),
+                    "layer": layer,
+                    "total_steps": total,
+                    **dict(zip(FEATURES, features[layer])),
+                    **dict(zip(RECIPE_FEATURES, extra)),
+                    **dict(zip(KNOT_COLUMNS, knots)),
+                }
+            )
+    if not rows:
+        raise UserError(
+            f"no layer of the measurements has a {series} series covering its run; measure more "
+            "revisions (mdyn sweep) or pass the right --store"
+        )
+    return pl.DataFrame(rows), excluded
+
+
+def _recipes(architectures: pl.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """model -> (total_steps, peak_lr, tokens_per_step) for the models whose row has all three."""
+    if not set(RECIPE_COLUMNS) <= set(architectures.columns):
+        return {}
+    rows = architectures.select("model", *RECIPE_COLUMNS).drop_nulls()
+    return {m: (float(s), float(lr), float(t)) for m, s, lr, t in rows.iter_rows()}
+
+
+def _group(arch: Architecture, recipe: tuple | None) -> str:
+    """What two runs of one experiment design share: the architecture and, when known, the recipe."""
+    name = f"L{arch.n_layers}-d{arch.d_model}-h{arch.n_heads}-ff{arch.d_ff}"
+    return name + ("" if recipe is None else "-steps{:g}-lr{:g}-tok{:g}".format(*recipe))
+
+
+def table_hash(table: pl.DataFrame, columns=(*FEATURES, *TARGETS)) -> str:
+    """sha256 of a training table's models, layers and numeric `columns` (features and targets), in row order."""
     h = hashlib.sha256()
     for name in ("model", "layer"):
         h.update("\0".join(map(str, table[name].to_list())).encode() + b"\1")
-    h.update(np.ascontiguousarray(table.select(*FEATURES, *TARGETS).to_numpy(), dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(table.select(*columns).to_numpy(), dtype="<f8").tobytes())
     return h.hexdigest()

@@ -1,8 +1,13 @@
-"""Predicted Eq. 9 parameters, peak step and curve of every layer of a planned architecture, with intervals.
+"""The predicted emergence of every layer of a planned architecture: its curve with a band, and descriptors.
 
-Intervals are the 5-95 % quantiles (for `level=0.9`) over the predictor's ensemble members: the trees of a random
-forest, or refits on bootstrap resamples for the other kinds. They show how much the learned mapping varies, not
-the layer-to-layer scatter of fitted parameters around it, so they are narrower than a full predictive interval.
+For a curve predictor (the default) the band is calibrated on held-out models (`predictors.bands`): on models
+it did not see, the measured points fall inside a 90 % band about 90 % of the time, as `mdyn train` reports.
+The descriptors (final ratio, step of half rise, peak step and height) get 5-95 % intervals from the predicted
+curve plus every held-out residual curve. The Eq. 9 and Eq. 14 parameters fitted to the predicted curve are
+given in the paper's vocabulary; they trade off against each other, so read the curve and descriptors first.
+
+For a paper-target predictor (`--target paper`) intervals are the 5-95 % quantiles over the ensemble members
+(the trees of a random forest, or bootstrap refits): how much the learned mapping varies, a lower bound.
 """
 
 import warnings
@@ -11,25 +16,31 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from fitting.curves import emergence, t_peak
-from fitting.errors import ExtrapolationWarning
-from predictors.features import FEATURES, Architecture, layer_features
-from predictors.trained import TrainedPredictor
+from fitting.contracts import EQ9_PARAMS, Architecture
+from fitting.curves import emergence, eq9_to_eq14, t_peak
+from fitting.errors import ExtrapolationWarning, UserError
+from predictors.bands import band, draws
+from predictors.features import FEATURES, RECIPE_FEATURES, layer_features, recipe_features
+from predictors.knots import curve, dense_steps, describe
+from predictors.trained import TrainedCurvePredictor, TrainedPredictor
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """`layers`: one row per layer (layer, each target with _lo/_hi, t_peak); `curves`: layer, step, value, _lo/_hi."""
+    """`layers`: one row per layer (a curve predictor: the descriptors with _lo/_hi and the Eq. 9 / Eq. 14
+    parameters of the predicted curve; a paper predictor: each target with _lo/_hi, and t_peak); `curves`: layer,
+    step, ratio, ratio_lo, ratio_hi (the predicted series, named ratio whichever series was learned)."""
 
     layers: pl.DataFrame
     curves: pl.DataFrame
 
 
-def outside_training_range(trained: TrainedPredictor, features: np.ndarray) -> list[str]:
+def outside_training_range(trained, features: np.ndarray) -> list[str]:
     """Descriptions of the features that leave the training range, e.g. 'd/L = 21.33 (trained on 32..64)'."""
     described = []
+    names = getattr(trained, "feature_names", FEATURES)
     for name, lo, hi, tmin, tmax in zip(
-        FEATURES, features.min(axis=0), features.max(axis=0), trained.feature_min, trained.feature_max
+        names, features.min(axis=0), features.max(axis=0), trained.feature_min, trained.feature_max
     ):
         if lo < tmin or hi > tmax:
             values = f"{lo:.4g}" if lo == hi else f"{lo:.4g}..{hi:.4g}"
@@ -38,21 +49,22 @@ def outside_training_range(trained: TrainedPredictor, features: np.ndarray) -> l
 
 
 def predict_architecture(
-    trained: TrainedPredictor, arch: Architecture, steps: int = 143_000, level: float = 0.9, n_points: int = 120
+    trained: TrainedPredictor | TrainedCurvePredictor,
+    arch: Architecture,
+    steps: int = 143_000,
+    level: float = 0.9,
+    n_points: int = 120,
+    recipe: tuple[float, float] | None = None,
 ) -> Prediction:
-    """Per-layer parameters with `level` intervals, t_peak, and the curve at `n_points` log-spaced steps 1..`steps`.
+    """Every layer's predicted curve over a run of `steps` steps, with its band or intervals, and its descriptors.
 
-    Warns with `ExtrapolationWarning` when any feature lies outside the training range.
+    `recipe` (peak LR, tokens per step) is needed by a predictor trained with recipe features. Warns with
+    `ExtrapolationWarning` when any feature lies outside the training range.
     """
+    if isinstance(trained, TrainedCurvePredictor):
+        return _predict_curve(trained, arch, steps, n_points, recipe)
     X = layer_features(arch)
-    outside = outside_training_range(trained, X)
-    if outside:
-        warnings.warn(
-            "the architecture lies outside what the predictor was trained on, so its predictions extrapolate: "
-            + "; ".join(outside),
-            ExtrapolationWarning,
-            stacklevel=2,
-        )
+    _warn_outside(trained, X)
     point = trained.estimator.predict(X)
     members = trained.estimator.predict_members(X)
     tails = ((1.0 - level) / 2.0, (1.0 + level) / 2.0)
@@ -79,8 +91,79 @@ def _curves(targets, point, members, steps, tails, n_points) -> pl.DataFrame:
         {
             "layer": pl.Series(np.repeat(np.arange(n_layers), step.size), dtype=pl.Int32),
             "step": np.tile(step, n_layers).astype(np.int64),
-            "value": value.ravel(),
-            "value_lo": low.ravel(),
-            "value_hi": high.ravel(),
+            "ratio": value.ravel(),
+            "ratio_lo": low.ravel(),
+            "ratio_hi": high.ravel(),
         }
     )
+
+
+def _warn_outside(trained, X: np.ndarray) -> None:
+    outside = outside_training_range(trained, X)
+    if outside:
+        warnings.warn(
+            "the architecture lies outside what the predictor was trained on, so its predictions extrapolate: "
+            + "; ".join(outside),
+            ExtrapolationWarning,
+            stacklevel=3,
+        )
+
+
+def curve_features(
+    trained: TrainedCurvePredictor, arch: Architecture, steps: int, recipe: tuple[float, float] | None
+) -> np.ndarray:
+    """The feature rows of every layer of `arch`, with the recipe features when the predictor uses them."""
+    X = layer_features(arch)
+    if not trained.uses_recipe:
+        return X
+    if recipe is None:
+        raise UserError(
+            "this predictor was trained with recipe features: give --lr and --tokens-per-step (and "
+            "--steps) of the planned run"
+        )
+    return np.column_stack([X, np.broadcast_to(recipe_features(steps, *recipe), (len(X), len(RECIPE_FEATURES)))])
+
+
+def _predict_curve(
+    trained: TrainedCurvePredictor, arch: Architecture, steps: int, n_points: int, recipe: tuple[float, float] | None
+) -> Prediction:
+    X = curve_features(trained, arch, steps, recipe)
+    _warn_outside(trained, X)
+    knots = trained.estimator.predict(X)
+    grid = dense_steps(steps, n_points)
+    low, high = band(knots, trained.widths, steps, grid)
+    layers = np.arange(arch.n_layers)
+    curves = pl.DataFrame(
+        {
+            "layer": pl.Series(np.repeat(layers, grid.size), dtype=pl.Int32),
+            "step": np.tile(grid, arch.n_layers),
+            "ratio": np.exp(curve(knots, steps, grid)).ravel(),
+            "ratio_lo": np.exp(low).ravel(),
+            "ratio_hi": np.exp(high).ravel(),
+        }
+    )
+    tails = (5.0, 95.0)
+    columns: dict = {"layer": pl.Series(layers, dtype=pl.Int32)}
+    point = describe(knots, steps)
+    for name, values in point.items():
+        spread = np.stack([describe(draws(k, trained.residual_curves), steps)[name] for k in knots])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor no draw has (no peak) is NaN
+            lo, hi = np.nanpercentile(spread, tails, axis=1)
+        columns |= {name: values, f"{name}_lo": lo, f"{name}_hi": hi}
+    columns |= _paper_vocabulary(knots, steps)
+    return Prediction(pl.DataFrame(columns), curves)
+
+
+def _paper_vocabulary(knots: np.ndarray, steps: int) -> dict[str, np.ndarray]:
+    """Eq. 9 fitted to each predicted curve (A, lam, gamma, t0, K, its R² and t_peak) and the Eq. 14 combinations."""
+    from fitting.model import EmergenceModel, fit_curve
+
+    grid = dense_steps(steps, 60)
+    rows = []
+    for layer_knots in knots:
+        fit = fit_curve(EmergenceModel(), grid, np.exp(curve(layer_knots, steps, grid)))
+        params = [fit.params.get(name, np.nan) for name in EQ9_PARAMS]
+        rows.append([*params, *eq9_to_eq14(*params)[:4], fit.r2, fit.t_peak])
+    names = [*(f"eq9_{n}" for n in EQ9_PARAMS), "eq14_A1", "eq14_A2", "eq14_beta", "eq14_tau0", "eq9_r2", "eq9_t_peak"]
+    return dict(zip(names, np.array(rows, dtype=float).T))

@@ -1,4 +1,5 @@
-"""`EmergencePredictor`: architecture features -> the five Eq. 9 parameters, one regressor per target (paper §3)."""
+"""The regressors: `EmergencePredictor` (features -> the five Eq. 9 parameters, one regressor per target, as in
+docs/science.md §4) and `CurveRegressor` (features -> the log ratio at the knots, the default target)."""
 
 import functools
 import importlib.util
@@ -101,7 +102,7 @@ def _target_transformer(name: str):
 
 
 class EmergencePredictor(RegressorMixin, BaseEstimator):
-    """Standard-scaled features -> one TransformedTargetRegressor per target column (paper §3).
+    """Standard-scaled features -> one TransformedTargetRegressor per target column (docs/science.md §4).
 
     Parameters
     ----------
@@ -206,3 +207,103 @@ def _tree_predictions(target_regressor, X):
     scaled = pipeline[:-1].transform(X)
     transformed = np.stack([tree.predict(scaled) for tree in pipeline[-1].estimators_])
     return target_regressor.transformer_.inverse_transform(transformed.reshape(-1, 1)).reshape(transformed.shape)
+
+
+CURVE_KINDS = ("gaussian_process", "random_forest", "ridge", "gradient_boosting", "xgboost")
+
+
+def _gaussian_process(n_features: int, seed: int):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    # ARD: one length scale per standardized feature, so features that do not matter get long ones.
+    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(n_features), (1e-2, 1e3)) + WhiteKernel(1e-2, (1e-6, 1.0))
+    return GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed)
+
+
+def _curve_model(kind: str, n_features: int, n_estimators: int, seed: int):
+    """An unfitted multi-output regressor of one curve kind, on standardized features."""
+    from sklearn.multioutput import MultiOutputRegressor
+
+    if kind == "gaussian_process":
+        model = _gaussian_process(n_features, seed)
+    elif kind == "random_forest":
+        # Leaves of 2 rows keep the saved forest small without changing its predictions much on a few hundred rows.
+        model = RandomForestRegressor(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed)
+    elif kind == "ridge":
+        model = Ridge(alpha=1.0)
+    elif kind == "gradient_boosting":
+        model = MultiOutputRegressor(GradientBoostingRegressor(n_estimators=n_estimators, random_state=seed))
+    else:
+        make = regressor_factory("xgboost")
+        model = make(n_estimators, seed)
+        if make is _hist_gradient_boosting:  # the fallback is single-output
+            model = MultiOutputRegressor(model)
+    return Pipeline([("scale", StandardScaler()), ("model", model)])
+
+
+class CurveRegressor(RegressorMixin, BaseEstimator):
+    """Features -> a layer's log ratio at every knot, one joint regression (the default target).
+
+    Knot curves are smooth, so a few principal components hold them: every kind but the Gaussian process learns
+    `components` principal-component scores of the knots (fewer, better-conditioned targets, which on the shipped
+    data also predict better), the Gaussian process the knots themselves (it shares one kernel across its
+    outputs, which suits knots of one smoothness, not components of very different variance).
+
+    Parameters
+    ----------
+    kind : one of `CURVE_KINDS`; gaussian_process is sklearn's with an ARD RBF kernel plus white noise.
+    random_state : seed of the regressor.
+    n_estimators : trees or boosting rounds of the tree-based kinds.
+    components : principal components of the knots learned by the other kinds (at most the number of knots).
+    """
+
+    def __init__(self, kind="gradient_boosting", random_state=None, n_estimators=200, components=4):
+        self.kind = kind
+        self.random_state = random_state
+        self.n_estimators = n_estimators
+        self.components = components
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    @_one_thread
+    def fit(self, X, y):
+        """Fit the regressor to y of shape (n,) or (n, n_knots)."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        if self.kind not in CURVE_KINDS:
+            raise ValueError(f"unknown curve regressor kind {self.kind!r}: use one of {', '.join(CURVE_KINDS)}")
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
+        self.y_ndim_ = y.ndim
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        self.model_ = _curve_model(self.kind, X.shape[1], self.n_estimators, seed)
+        Y = y.reshape(len(y), -1)
+        n_components = min(self.components, *Y.shape)
+        if self.kind != "gaussian_process" and n_components < Y.shape[1]:
+            from sklearn.compose import TransformedTargetRegressor
+            from sklearn.decomposition import PCA
+
+            self.model_ = TransformedTargetRegressor(self.model_, transformer=PCA(n_components), check_inverse=False)
+        with warnings.catch_warnings():
+            # A length scale at its bound says the feature barely matters: what ARD is for, not a failure.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model_.fit(X, Y)
+        return self
+
+    @_one_thread
+    def predict(self, X):
+        """Predicted log ratios, shape (n,) or (n, n_knots) like the y given to fit."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        predictions = np.asarray(self.model_.predict(X)).reshape(len(X), -1)
+        return predictions if self.y_ndim_ == 2 else predictions[:, 0]
+
+
+def check_curve_kind(kind: str) -> str:
+    """`kind` itself if it names a curve regressor kind; otherwise a UserError listing them."""
+    if kind not in CURVE_KINDS:
+        raise UserError(f"unknown regressor kind {kind!r} for the curve target: choose one of {', '.join(CURVE_KINDS)}")
+    return kind

@@ -20,13 +20,14 @@ PLANNED = {"layers": 5, "hidden": 160, "heads": 5}
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = DEFAULT_OUT,
     cache: Annotated[
-        Path, typer.Option(help="HF cache holding the demo suite; a build already there is reused.")
+        Path, typer.Option("--cache-dir", help="HF cache holding the demo suite; a build already there is reused.")
     ] = SUITE_CACHE,
     preset: Annotated[
         str, typer.Option(help="Suite to build and sweep: demo (about 2 minutes), or micro (seconds).")
     ] = "demo",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for training the demo suite.")] = None,
     device: options.Device = "auto",
+    old_cache: options.OldCache = None,
 ) -> None:
     """Run every stage offline: build the tiny demo suite, sweep it, fit, train a predictor, predict, draw.
 
@@ -40,6 +41,7 @@ def demo(
     6. figures and a report.
     These toy models grow outlier channels, not the massive activations of billion-parameter models.
     """
+    cache = old_cache or cache
     # Before huggingface_hub is first imported, which reads these into its constants.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_CACHE"] = str(cache.resolve())
@@ -52,8 +54,8 @@ def demo(
     from dynamics.corpus import DATA_DIR
     from dynamics.suite import PRESETS, build_suite, write_suite_tables
     from dynamics.sweep import Settings
+    from fitting.contracts import from_spec
     from fitting.table import fit_table, hypothesis_summary, r2_summary, write_fits
-    from predictors.features import from_spec
     from predictors.trained import load
 
     if preset not in PRESETS:
@@ -103,13 +105,8 @@ def demo(
             [pl.read_csv(shipped / "architectures.csv"), pl.read_csv(out / "suite" / "architectures.csv")]
         )
         architectures.write_csv(out / "architectures.csv")
-        train.run_training(
-            console,
-            out / "fits.parquet",
-            out / "predictor.skops",
-            out / "architectures.csv",
-            protocol="lomo",
-            compare=False,
+        train.run_curve_training(
+            console, out / "measurements.parquet", out / "predictor.skops", out / "architectures.csv", compare=False
         )
     with stage("5. predict a planned architecture"):
         (out / "prediction").mkdir(exist_ok=True)

@@ -17,7 +17,10 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     fits = pl.read_parquet(out / "fits.parquet")
     assert set(micro) <= set(fits["model"])
     prediction = pl.read_parquet(out / "prediction" / "prediction.parquet")
-    assert prediction.height == 5 and {"A_lo", "K_hi", "t_peak"} <= set(prediction.columns)
+    assert prediction.height == 5 and {"final", "final_lo", "final_hi", "half_rise_step"} <= set(prediction.columns)
+    assert (prediction["final_lo"] <= prediction["final"]).all() and (
+        prediction["final"] <= prediction["final_hi"]
+    ).all()
     assert (out / "predictor.skops").is_file()
     assert (out / "report.html").is_file() and (out / "figures" / "fig1_overview.png").is_file()
     assert (out / "figures" / "table1_fit_quality.md").is_file()

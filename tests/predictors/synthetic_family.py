@@ -3,7 +3,8 @@
 import numpy as np
 import polars as pl
 
-from predictors.features import Architecture, layer_features
+from fitting.contracts import Architecture
+from predictors.features import layer_features
 
 # (name, layers, hidden, heads): depths 4-24, widths 128-1024, head sizes 16-128.
 FAMILY = (
@@ -83,3 +84,22 @@ FITS_SCHEMA = {
 
 def _fit_row(model, layer, series, hypothesis, success, A, lam, gamma, t0, K):
     return (model, layer, series, hypothesis, A, lam, gamma, t0, K, 0.99, 37, success, "", float("nan"))
+
+
+def family_measurements(seed: int = 0, noise: float = 0.07) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(measurements, architectures) whose ratio series follow the family's Eq. 9 curves on the paper's 37 steps,
+    with `noise` per probe sequence and step over 10 sequences (so about 2 % on the ratio of means) and each
+    layer's parameters moved by the family's 3 % scatter."""
+    from fitting.synthetic import paper_like_steps, synthetic_measurements
+
+    rng = np.random.default_rng(seed)
+    curves = {}
+    for model, L, d, H in FAMILY:
+        params = true_parameters(layer_features(Architecture(L, d, H, 4 * d)))
+        params *= np.exp(rng.normal(0.0, NOISE, params.shape))
+        curves |= {(model, layer): dict(zip(("A", "lam", "gamma", "t0", "K"), p)) for layer, p in enumerate(params)}
+    measurements = synthetic_measurements(curves, paper_like_steps(), n_seq=10, noise=noise, seed=seed + 1)
+    architectures = pl.DataFrame(
+        [{"model": m, "n_layers": L, "d_model": d, "n_heads": H, "d_ff": 4 * d} for m, L, d, H in FAMILY]
+    )
+    return measurements, architectures

@@ -6,11 +6,12 @@ import polars as pl
 import pytest
 
 from dynamics.corpus import DATA_DIR
+from fitting.contracts import Architecture, from_config, from_spec
 from fitting.errors import UserError
 from predictors.dataset import architectures_by_model
-from predictors.features import FEATURES, Architecture, from_config, from_spec, layer_features
+from predictors.features import FEATURES, layer_features
 
-# PAPER.md §5: layers, d_model, heads, params.
+# docs/science.md §6: layers, d_model, heads, params.
 PYTHIA = {
     "14m": (6, 128, 4, 14_067_712),
     "70m": (6, 512, 8, 70_426_624),
@@ -94,7 +95,18 @@ def test_config_json_missing_field_names_it(tmp_path):
 
 def test_shipped_architectures_are_the_nine_pythia_models():
     table = pl.read_csv(DATA_DIR / "architectures.csv")
-    assert table.columns == ["model", "n_layers", "d_model", "n_heads", "d_ff", "n_params", "source"]
+    assert table.columns == [
+        "model",
+        "n_layers",
+        "d_model",
+        "n_heads",
+        "d_ff",
+        "n_params",
+        "total_steps",
+        "peak_lr",
+        "tokens_per_step",
+        "source",
+    ]
     assert table["model"].to_list() == [f"EleutherAI/pythia-{size}" for size in PYTHIA]
     for row in table.iter_rows(named=True):
         layers, d, heads, params = PYTHIA[row["model"].removeprefix("EleutherAI/pythia-")]
@@ -105,6 +117,7 @@ def test_shipped_architectures_are_the_nine_pythia_models():
             4 * d,
             params,
         )
-        assert "PAPER.md §5" in row["source"]
+        assert "docs/science.md §6" in row["source"]
+        assert (row["total_steps"], row["tokens_per_step"]) == (143000, 2097152) and 1e-4 <= row["peak_lr"] <= 1e-3
     assert table["n_layers"].sum() == 188  # the paper's 188 samples
     assert len(architectures_by_model(table)) == 9

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import skops.io
 
+from fitting.contracts import Architecture
 from fitting.errors import UserError
 from predictors.dataset import table_hash
-from predictors.features import FEATURE_CONVENTION, FEATURES, Architecture, layer_features
+from predictors.features import FEATURE_CONVENTION, FEATURES, layer_features
 from predictors.regressors import EmergencePredictor
 from predictors.trained import FORMAT, TrainedPredictor, load, package_version, save, train
 
@@ -44,7 +45,7 @@ def _saved_dict(trained, **changes):
     from dataclasses import fields
 
     values = {f.name: getattr(trained, f.name) for f in fields(trained)}
-    return {"format": FORMAT, **values, **changes}
+    return {"format": FORMAT, "target": "paper", **values, **changes}
 
 
 def test_untrusted_types_are_refused(trained, tmp_path):
@@ -60,7 +61,8 @@ def test_untrusted_types_are_refused(trained, tmp_path):
         ({"format": FORMAT + 1}, f"is predictor format {FORMAT + 1}"),
         ({"feature_convention": "l = layer"}, "trained with feature_convention 'l = layer'"),
         ({"feature_names": FEATURES[:9]}, "trained with feature_names"),
-        ({"estimator": "not an estimator"}, "does not hold an EmergencePredictor"),
+        ({"estimator": "not an estimator"}, "does not hold a predictor this version knows"),
+        ({"target": "knots"}, "does not hold a predictor this version knows"),
         ({"surprise": 1}, "unexpected fields"),
     ],
 )
