@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_four_tours_are_there():
-    assert [p.stem for p in NOTEBOOKS] == ["01_sweep", "02_fit", "03_predict", "04_paper_figures"]
+def test_the_five_tours_are_there():
+    assert [p.stem for p in NOTEBOOKS] == ["01_sweep", "02_fit", "03_predict", "04_paper_figures", "05_live_tracking"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

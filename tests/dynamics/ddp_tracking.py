@@ -1,0 +1,36 @@
+"""One rank of a 2-process gloo DDP run with a tracker, for tests/dynamics/test_tracking_adapters.py."""
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def run_rank(rank: int, port: int, root: str, out: str, probe, vocab: int) -> None:
+    """Train a tiny GPT-NeoX for 6 steps under DDP with a tracker; write which steps this rank measured."""
+    from transformers import GPTNeoXForCausalLM
+
+    from dynamics.tracking import Tracker
+    from tests.tiny import tiny_config
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(GPTNeoXForCausalLM(tiny_config("gpt_neox", vocab=vocab)))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        tracker = Tracker(root, probe, "ddp-run", schedule=4, total_steps=6, commit="")
+        data = torch.Generator().manual_seed(rank)
+        measured = [0] if tracker.maybe_measure(0, model) else []
+        for step in range(1, 7):
+            batch = torch.randint(0, vocab, (2, 16), generator=data)
+            loss = model(input_ids=batch, labels=batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if tracker.maybe_measure(step, model):
+                measured.append(step)
+        checksum = float(sum(p.double().sum() for p in model.parameters()))
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"measured": measured, "checksum": checksum}))
+    finally:
+        torch.distributed.destroy_process_group()
