@@ -27,9 +27,6 @@ TINY_SUITE_CAVEAT = (
     "outlier-channel emergence in small models, not a reproduction of the paper's numbers "
     "(Pythia's final ratios run from about 83 at 14M to about 3200 at 12B)."
 )
-TINY_SUITE_SHORT = (
-    "Tiny-suite data: outlier-channel emergence in toy models, not a reproduction of the paper's numbers."
-)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,30 @@ def resolve_seq_len(config, seq_len: int | None) -> int:
     return seq_len
 
 
+def first_tokens(tokenizer, text: str, need: int) -> list[int]:
+    """The first `need` token ids of `text` (tokenized without special tokens), or all of them if it has fewer.
+
+    A probe uses a few thousand tokens of corpora of millions, so only a prefix is tokenized, sized from the
+    characters per token of the text's start. Cutting the text changes the tokens near the cut only, so a prefix
+    is taken once a quarter-longer one agrees with it on the first `need` tokens.
+    """
+
+    def encode(chars: int) -> list[int]:
+        return tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+
+    sample = encode(4096)
+    per_token = 4096 / max(len(sample), 1)
+    chars = int(1.2 * need * per_token) + 1024
+    ids = encode(chars)
+    while chars < len(text):
+        longer_chars = int(1.25 * chars) + 1024
+        longer = encode(longer_chars)
+        if len(ids) >= need and longer[:need] == ids[:need]:
+            return ids[:need]
+        chars, ids = longer_chars, longer
+    return ids
+
+
 def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: str, bos: bool = False) -> ProbeSet:
     """Join `texts` with a blank line, tokenize without special tokens, cut n_seq consecutive chunks of seq_len.
 
@@ -78,8 +102,8 @@ def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: st
     if bos and (tokenizer.bos_token_id is None or seq_len < 2):
         raise UserError("--bos needs a tokenizer with a BOS token and --seq-len of at least 2; drop --bos")
     body = seq_len - 1 if bos else seq_len
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
     need = n_seq * body
+    ids = first_tokens(tokenizer, "\n\n".join(texts), need)
     if len(ids) < need:
         raise UserError(
             f"probe text from {source} has {len(ids)} tokens but {n_seq} x {body} = {need} are needed; "
@@ -95,13 +119,34 @@ def from_texts(texts: list[str], tokenizer, n_seq: int, seq_len: int, source: st
     return ProbeSet(token_ids=token_ids, probe_id=digest.hexdigest()[:16], source=source)
 
 
+def read_text_file(path: Path) -> str:
+    """The content of a UTF-8 text file given as --probe-text; a UserError for a missing or a binary file.
+
+    A NUL byte or a byte sequence that is not UTF-8 marks a file that is not text (a model's weights, an archive):
+    measuring on its bytes would give a probe that means nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"probe text file {path} does not exist; pass existing files to --probe-text")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"probe text file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "pass a plain text file to --probe-text"
+        ) from None
+    if "\0" in text:
+        raise UserError(
+            f"probe text file {path} is binary (a NUL byte at offset {data.index(0)}); pass a plain text file "
+            "to --probe-text"
+        )
+    return text
+
+
 def text_file_probes(paths: list[Path], tokenizer, n_seq: int, seq_len: int, bos: bool = False) -> ProbeSet:
     """Probes from one or more UTF-8 text files, in the order given."""
-    texts = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise UserError(f"probe text file {path} does not exist; pass existing files to --probe-text")
-        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    texts = [read_text_file(path) for path in paths]
     if not any(t.strip() for t in texts):
         raise UserError(f"probe text {', '.join(map(str, paths))} is empty; pass a file with text in it")
     return from_texts(texts, tokenizer, n_seq, seq_len, "text:" + ",".join(p.name for p in map(Path, paths)), bos)
@@ -155,7 +200,7 @@ def paper_probes(
                 if j in wanted:
                     texts[offset + j] = json.loads(line)["text"]
         offset += count
-    return from_texts([texts[int(i)] for i in chosen], tokenizer, n_seq, seq_len, "paper", bos)
+    return from_texts([texts[int(i)] or "" for i in chosen], tokenizer, n_seq, seq_len, "paper", bos)
 
 
 PROBE_KINDS = ("auto", "paper", "embedded")

@@ -5,7 +5,10 @@ target transforms). The paper's random split puts layers of one model on both si
 missing layer of a known model"; leave-one-model-out answers "what will a new architecture do".
 """
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from sklearn.base import clone
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
@@ -31,7 +34,15 @@ SCHEMA = {
 MIN_ROWS_PAPER = 10
 
 
-def paper_protocol(X, Y, kinds=KINDS, estimator=None, random_state=0, test_size=0.2, cv=5) -> pl.DataFrame:
+def paper_protocol(
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    kinds: Sequence[str] = KINDS,
+    estimator: EmergencePredictor | None = None,
+    random_state: int = 0,
+    test_size: float = 0.2,
+    cv: int = 5,
+) -> pl.DataFrame:
     """Seeded random 80/20 split; test metrics of a fit on the 80 %, and the mean/std R² of `cv`-fold CV within it.
 
     X: features (n, 10); Y: targets (n, 5) in `TARGETS` order; `estimator` is the template whose kind is varied
@@ -40,7 +51,8 @@ def paper_protocol(X, Y, kinds=KINDS, estimator=None, random_state=0, test_size=
     X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
     if len(X) < MIN_ROWS_PAPER:
         raise UserError(
-            f"the paper protocol needs at least {MIN_ROWS_PAPER} fitted layers, got {len(X)}: fit more layers or models"
+            f"the paper protocol needs at least {MIN_ROWS_PAPER} fitted layers, got {len(X)}: fit more layers or "
+            "models, or evaluate by leaving one model out alone (mdyn train --protocol lomo)"
         )
     train, test = train_test_split(np.arange(len(X)), test_size=test_size, random_state=random_state)
     folds = list(KFold(cv, shuffle=True, random_state=random_state).split(train))
@@ -65,7 +77,13 @@ def paper_protocol(X, Y, kinds=KINDS, estimator=None, random_state=0, test_size=
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
-def leave_one_model_out(X, Y, groups, kinds=KINDS, estimator=None) -> pl.DataFrame:
+def leave_one_model_out(
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    kinds: Sequence[str] = KINDS,
+    estimator: EmergencePredictor | None = None,
+) -> pl.DataFrame:
     """Hold out each model in turn (LeaveOneGroupOut); metrics over the pooled held-out predictions.
 
     groups: the model of each row. n_train is the mean training-set size over the held-out models.
@@ -97,7 +115,9 @@ def leave_one_model_out(X, Y, groups, kinds=KINDS, estimator=None) -> pl.DataFra
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
-def _cv_r2(model, X, Y, folds) -> np.ndarray:
+def _cv_r2(
+    model: EmergencePredictor, X: np.ndarray, Y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """R² per fold and target, shape (n_folds, n_targets); NaN for a fold of one test row, where R² is undefined."""
     return np.array(
         [
@@ -109,12 +129,12 @@ def _cv_r2(model, X, Y, folds) -> np.ndarray:
     )
 
 
-def _template(estimator, kind):
+def _template(estimator: EmergencePredictor | None, kind: str) -> EmergencePredictor:
     """The estimator to evaluate for one kind; bootstrap refits only serve intervals, so none are made."""
     return clone(estimator if estimator is not None else EmergencePredictor()).set_params(kind=kind, n_bootstrap=0)
 
 
-def _metrics(y, predicted) -> dict:
+def _metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {
         "r2": r2_score(y, predicted),
         "mae": mean_absolute_error(y, predicted),

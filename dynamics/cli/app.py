@@ -5,10 +5,13 @@ so that `mdyn --help` answers at once.
 """
 
 import sys
+from typing import Annotated
 
 import typer
 
-from dynamics.cli import demo, figures, fit, import_paper, measure, predict, report, suite, sweep, train
+from dynamics.cli import demo, figures, fit, import_paper, measure, predict, report, suite, sweep, train, watch
+from dynamics.cli.command import CONTEXT_SETTINGS, Command, Group
+from fitting.contracts import package_version
 from fitting.errors import UserError
 
 app = typer.Typer(
@@ -19,19 +22,40 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,
+    context_settings=CONTEXT_SETTINGS,
 )
-app.command("measure")(measure.measure)
-app.command("sweep")(sweep.sweep)
-app.command("status")(sweep.status)
-app.command("sweep-task", hidden=True)(sweep.sweep_task)
-app.command("fit")(fit.fit)
-app.command("train")(train.train)
-app.command("predict")(predict.predict)
-app.command("figures")(figures.figures)
-app.command("report")(report.report)
-app.command("import-paper")(import_paper.import_paper)
-app.add_typer(suite.app, name="suite")
-app.command("demo")(demo.demo)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"mdyn {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    # Options of `mdyn` itself, before the command; typer takes them from this callback's signature.
+    return None
+
+
+app.command("measure", cls=Command)(measure.measure)
+app.command("sweep", cls=Command)(sweep.sweep)
+app.command("status", cls=Command)(sweep.status)
+app.command("watch", cls=Command)(watch.watch)
+app.command("sweep-task", hidden=True, cls=Command)(sweep.sweep_task)
+app.command("fit", cls=Command)(fit.fit)
+app.command("train", cls=Command)(train.train)
+app.command("predict", cls=Command)(predict.predict)
+app.command("figures", cls=Command)(figures.figures)
+app.command("report", cls=Command)(report.report)
+app.command("import-paper", cls=Command)(import_paper.import_paper)
+app.add_typer(suite.app, name="suite", cls=Group)
+app.command("demo", cls=Command)(demo.demo)
 
 
 def main() -> None:

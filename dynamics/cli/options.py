@@ -27,7 +27,14 @@ ReduceDtype = Annotated[
     str, typer.Option(help="Precision of the on-device reductions: float32 or float64 (the paper's statistics).")
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Sequences per forward pass; results do not depend on it.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Sequences per forward pass; results do not depend on it. Default: all the probe's sequences, as far "
+        "as their activations fit (1 GiB on the CPU, half the free memory of a GPU).",
+    ),
+]
 Offline = Annotated[
     bool,
     typer.Option(
@@ -41,6 +48,15 @@ Bos = Annotated[
         "tiny suite). Off by default, as the paper's protocol tokenizes without special tokens."
     ),
 ]
+Sites = Annotated[
+    str,
+    typer.Option(
+        help="Where in each block to measure, comma-separated, or all: residual (the block output, as always), attn "
+        "and mlp (what each sublayer adds to the residual stream), mlp_in (the input of the MLP's output "
+        "projection: the super-weight channel), sink (attention mass on position 0 and the share of heads above "
+        "0.3, Gu et al.). Sites beyond residual go to the store's sites table (docs/science.md §10).",
+    ),
+]
 CacheDir = Annotated[
     Path | None,
     typer.Option(
@@ -48,6 +64,8 @@ CacheDir = Annotated[
     ),
 ]
 Store = Annotated[Path, typer.Option("--store", help="Store folder to write into (created if missing).")]
+# `mdyn suite` and `mdyn demo` called the cache --cache; it stays as a hidden alias of --cache-dir there.
+OldCache = Annotated[Path | None, typer.Option("--cache", hidden=True)]
 # `mdyn measure --out` was the store's old name there; it stays as a hidden alias.
 OldOut = Annotated[Path | None, typer.Option("--out", hidden=True)]
 LockTimeout = Annotated[
@@ -61,8 +79,9 @@ LockTimeout = Annotated[
 Model = Annotated[
     str | None,
     typer.Option(
+        "--model",
         help="Model name to record a local folder's checkpoints under. Default: the folder's name (the "
-        "parent's for a stepN folder); a store refuses a second folder of the same name."
+        "parent's for a stepN folder); a store refuses a second folder of the same name.",
     ),
 ]
 KeepCheckpoints = Annotated[
@@ -91,8 +110,9 @@ def eviction(keep_checkpoints: bool, evict: bool) -> str | None:
     return "keep" if keep_checkpoints else "measured" if evict else None
 
 
-def settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos):
-    """The checked measurement settings of the measuring commands' options."""
+def settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos, sites="residual"):
+    """The checked measurement settings of the measuring commands' options (`sites` as --sites spells it)."""
+    from dynamics.sublayers import parse_sites
     from dynamics.sweep import Settings
 
     return Settings(
@@ -105,6 +125,7 @@ def settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, bat
         batch_size=batch_size,
         reduce_dtype=reduce_dtype,
         bos=bos,
+        sites=parse_sites(sites),
     ).check()
 
 

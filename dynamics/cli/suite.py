@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from dynamics.cli import options
+from dynamics.cli.command import Command
 from dynamics.corpus import DATA_DIR
 from dynamics.suite import PRESETS, describe_preset
 from fitting.errors import UserError
@@ -25,7 +27,9 @@ def build(
     ] = "demo",
     cache: Annotated[
         Path | None,
-        typer.Option(help=f"HF hub cache to publish into. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"),
+        typer.Option(
+            "--cache-dir", help=f"HF hub cache to publish into. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override every model's number of training steps.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
@@ -36,6 +40,14 @@ def build(
     out: Annotated[
         Path | None, typer.Option(help="Also write the suite's manifest.json and architectures.csv into this folder.")
     ] = None,
+    live_store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also measure every model it trains live, at each published step, into this store "
+            "(follow it with `mdyn watch --store DIR`); the checkpoints do not change."
+        ),
+    ] = None,
+    old_cache: options.OldCache = None,
 ) -> None:
     """Train tiny GPT-NeoX models and publish each as an offline hub repo.
 
@@ -66,9 +78,13 @@ def build(
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
-    cache = cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    cache = (
+        cache or old_cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    )
     console = Console()
-    manifest = build_suite(PRESETS[preset], cache, device=device, threads=threads, steps=steps, console=console)
+    manifest = build_suite(
+        PRESETS[preset], cache, device=device, threads=threads, steps=steps, console=console, live_store=live_store
+    )
     show_suite(console, manifest, cache)
     if out is not None:
         for path in write_suite_tables(manifest, out):
@@ -99,18 +115,21 @@ def show_suite(console, manifest: dict, cache: Path) -> None:
     console.print(table)
 
 
-app.command("build")(build)
+app.command("build", cls=Command)(build)
 
 
 def ship(
     preset: Annotated[str, typer.Option(help="The built suite to sweep (see `mdyn suite build`).")] = "full",
     cache: Annotated[
         Path | None,
-        typer.Option(help=f"HF hub cache holding the suite. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"),
+        typer.Option(
+            "--cache-dir", help=f"HF hub cache holding the suite. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the shipped tables.")] = DATA_DIR / "tiny-suite",
     n_seq: Annotated[int, typer.Option(help="Probe sequences (held-out plays, the model's full context each).")] = 10,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    old_cache: options.OldCache = None,
 ) -> None:
     """Sweep every model of a built suite and write the tables shipped in data/tiny-suite.
 
@@ -119,7 +138,9 @@ def ship(
     architectures.csv and manifest.json. Missing models are trained first (as `mdyn suite build` would);
     the sweep store beside the cache makes an interrupted run resume.
     """
-    cache = cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    cache = (
+        cache or old_cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+    )
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_CACHE"] = str(cache.resolve())
     from rich.console import Console
@@ -153,4 +174,4 @@ def ship(
         console.print(f"wrote {path}")
 
 
-app.command("ship")(ship)
+app.command("ship", cls=Command)(ship)

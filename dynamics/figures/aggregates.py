@@ -1,5 +1,7 @@
 """Reductions of a measurements or fits table that the figures plot."""
 
+import warnings
+
 import polars as pl
 
 from fitting.errors import UserError
@@ -14,6 +16,24 @@ def check_models(table: pl.DataFrame, models, what: str) -> None:
     missing = [m for m in models if m not in known]
     if missing:
         raise UserError(f"{what} has no rows for model(s) {', '.join(missing)}; it has {', '.join(sorted(known))}")
+
+
+def with_steps(measurements: pl.DataFrame) -> pl.DataFrame:
+    """The rows that have a training step. Rows without one (a model folder measured on its own: revision
+    `local`, step null) cannot be placed on a training axis: they are left out with a warning naming them, and
+    a UserError says so when no row has a step."""
+    stepless = measurements.filter(pl.col("step").is_null())
+    if stepless.is_empty():
+        return measurements
+    checkpoints = ", ".join(f"{m}@{r}" for m, r in stepless.select("model", "revision").unique().sort("model").rows())
+    advice = (
+        "measure a folder of stepN/ checkpoint folders or hub revisions (mdyn sweep) to draw how activations "
+        "evolve over training"
+    )
+    if stepless.height == measurements.height:
+        raise UserError(f"no measurement has a training step ({checkpoints}: a model folder measured alone); {advice}")
+    warnings.warn(f"left {checkpoints} out of the figures: it has no training step; {advice}", stacklevel=2)
+    return measurements.filter(pl.col("step").is_not_null())
 
 
 def layer_means(measurements: pl.DataFrame) -> pl.DataFrame:

@@ -5,15 +5,17 @@ builder finds the data unsuitable (a `UserError`), is returned as skipped with t
 """
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 from matplotlib.figure import Figure
 
+from dynamics.figures.aggregates import with_steps
 from dynamics.figures.explain import fig9_explain_K, fig10_explain_lambda
 from dynamics.figures.family import fig2_ratio_vs_size, fig3_layer_profiles, fig5_peak_heatmaps
 from dynamics.figures.fitplots import fig6_example_fits, fig7_fit_quality, fig8_peak_surface
+from dynamics.figures.sites import sink_coemergence, sublayer_origin
 from dynamics.figures.tables import (
     markdown,
     single_block,
@@ -27,20 +29,27 @@ from fitting.errors import UserError
 
 FORMATS = ("png", "pdf", "svg")
 # How a user supplies each optional input on the command line.
-OPTIONS = {"fits": "--fits", "architectures": "--architectures", "predictor": "--predictor"}
+OPTIONS = {
+    "fits": "--fits",
+    "architectures": "--architectures",
+    "predictor": "--predictor",
+    "sites": "a store with a sites table (mdyn sweep --sites all)",
+}
 
 
 @dataclass(frozen=True)
 class Inputs:
     """The tables the figures are drawn from; `series` is the fitted series, n_estimators and seed serve Table 3.
 
-    `predictor` is a `predictors.trained.TrainedPredictor` (not imported here: predictors loads skops and torch).
+    `predictor` is a `predictors.trained.TrainedPredictor` (not imported here: predictors loads skops and torch);
+    `sites` the store's sites table (`dynamics.store.SITES`), of the same probe as the measurements.
     """
 
     measurements: pl.DataFrame
     fits: pl.DataFrame | None = None
     architectures: pl.DataFrame | None = None
     predictor: object | None = None
+    sites: pl.DataFrame | None = None
     series: str = "ratio"
     n_estimators: int = 200
     seed: int = 0
@@ -87,7 +96,7 @@ ITEMS = (
         "The series at each model's last step, in its largest layer and averaged over layers, against the "
         "parameter count of the architectures table.",
         ("architectures",),
-        lambda i: fig2_ratio_vs_size(i.measurements, i.architectures, i.series),
+        lambda i: fig2_ratio_vs_size(i.measurements, given(i.architectures), i.series),
     ),
     Item(
         "Fig 3",
@@ -123,7 +132,7 @@ ITEMS = (
         "Measured series (points) and Eq. 9 fits (line) of the first, middle and last layer of the two deepest "
         "models; the dotted line marks the fitted peak step when it lies within training.",
         ("fits",),
-        lambda i: fig6_example_fits(i.measurements, i.fits, series=i.series),
+        lambda i: fig6_example_fits(i.measurements, given(i.fits), series=i.series),
     ),
     Item(
         "Fig 7",
@@ -131,7 +140,7 @@ ITEMS = (
         "fit quality per layer",
         "R² of the Eq. 9 fit of every layer against its relative depth, one line per model.",
         ("fits",),
-        lambda i: fig7_fit_quality(i.fits, i.series),
+        lambda i: fig7_fit_quality(given(i.fits), i.series),
     ),
     Item(
         "Fig 8",
@@ -141,24 +150,26 @@ ITEMS = (
         "γ at the median fitted t0; light grey: no peak after step 0, purple: a peak after the last measured "
         "step. Circles: the fitted layers, each with its own t0.",
         (),
-        lambda i: fig8_peak_surface(i.fits, i.series, last_step=float(i.measurements["step"].max())),
+        lambda i: fig8_peak_surface(i.fits, i.series, last_step=float(i.measurements["step"].to_numpy().max())),
     ),
     Item(
         "Fig 9",
         "fig9_explain_K",
         "what the predicted K depends on",
-        "What the trained predictor's K (the curve's baseline) depends on, computed on its training rows: SHAP "
-        "values when the optional shap extra is installed, else permutation importance and partial dependence.",
-        ("predictor", "fits", "architectures"),
-        lambda i: fig9_explain_K(i.predictor, i.fits, i.architectures),
+        "What a predictor of the paper's targets predicts for K (the curve's baseline) depends on, computed on its "
+        "training rows: the --predictor when it was trained with --target paper, else a random forest trained "
+        "here on the fits. SHAP values when the optional shap extra is installed, else permutation importance "
+        "and partial dependence.",
+        ("fits", "architectures"),
+        lambda i: fig9_explain_K(i.predictor, given(i.fits), given(i.architectures), i.series, i.n_estimators),
     ),
     Item(
         "Fig 10",
         "fig10_explain_lambda",
         "what the predicted λ depends on",
-        "What the trained predictor's λ (the decay rate) depends on, as Fig 9.",
-        ("predictor", "fits", "architectures"),
-        lambda i: fig10_explain_lambda(i.predictor, i.fits, i.architectures),
+        "What the predicted λ (the decay rate) depends on, as Fig 9.",
+        ("fits", "architectures"),
+        lambda i: fig10_explain_lambda(i.predictor, given(i.fits), given(i.architectures), i.series, i.n_estimators),
     ),
     Item(
         "Table 1",
@@ -166,7 +177,7 @@ ITEMS = (
         "Eq. 9 fit quality per model",
         "Eq. 9 fit per model: fitted layers, mean R² over the successful fits, layers with R² below 0.9, failed fits.",
         ("fits",),
-        lambda i: table1_fit_quality(i.fits, i.series),
+        lambda i: table1_fit_quality(given(i.fits), i.series),
     ),
     Item(
         "Table 3",
@@ -176,7 +187,9 @@ ITEMS = (
         "(layers of one model fall on both sides); 'leave-one-model-out': each model predicted from the others, "
         "what to expect for a new architecture.",
         ("fits", "architectures"),
-        lambda i: table3_regressors(i.fits, i.architectures, i.series, n_estimators=i.n_estimators, seed=i.seed),
+        lambda i: table3_regressors(
+            given(i.fits), given(i.architectures), i.series, n_estimators=i.n_estimators, seed=i.seed
+        ),
         table3_blocks,
     ),
     Item(
@@ -186,13 +199,51 @@ ITEMS = (
         "Mean R² per model of each hypothesis: Eq. 9 (emergence), its λ = 0 limit (log_rise), and first- and "
         "second-order step responses.",
         ("fits",),
-        lambda i: table5_hypotheses(i.fits, i.series),
+        lambda i: table5_hypotheses(given(i.fits), i.series),
+    ),
+    Item(
+        "Fig S1",
+        "figS1_sink_coemergence",
+        "the residual ratio and the attention sink",
+        "Every layer of one model (the deepest with sink rows) over training: the residual ratio (Eq. 8, left "
+        "axis), the sink rate (share of heads whose attention to position 0, averaged over the queries, exceeds "
+        "0.3; Gu et al. 2024) and the sink mass (that attention averaged over heads), right axis. A sink rate "
+        "depends on the sequence length, which the title gives (docs/science.md §10.1).",
+        ("sites",),
+        lambda i: sink_coemergence(i.measurements, given(i.sites)),
+    ),
+    Item(
+        "Fig S2",
+        "figS2_sublayer_origin",
+        "which sublayer writes the largest value",
+        "Left: for each layer and measured step of one model (the deepest with attn and mlp rows), log10 of the "
+        "mean top-1 of the MLP sublayer's output over that of the attention sublayer's output: orange where the "
+        "MLP writes the larger value, purple where attention does. Right: in the layer with the largest final "
+        "residual ratio, the mean top-1 of every measured site over training; the input of the MLP's output "
+        "projection is where a super weight shows (docs/science.md §10.3).",
+        ("sites",),
+        lambda i: sublayer_origin(i.measurements, given(i.sites)),
     ),
 )
 
 
+def given(table: pl.DataFrame | None) -> pl.DataFrame:
+    """An input an item `needs`: `build_all` builds the item only when the input is there."""
+    assert table is not None
+    return table
+
+
 def build_all(inputs: Inputs, items=ITEMS) -> Iterator[Built]:
-    """Each item built from `inputs`, or skipped with the reason (a missing input or unsuitable data)."""
+    """Each item built from `inputs`, or skipped with the reason (a missing input or unsuitable data).
+
+    Measurements without a training step are left out (`aggregates.with_steps`); with none left, every item is
+    skipped with that reason.
+    """
+    try:
+        inputs = replace(inputs, measurements=with_steps(inputs.measurements))
+    except UserError as err:
+        yield from (Built(item, skipped=str(err)) for item in items)
+        return
     for item in items:
         missing = [OPTIONS[name] for name in item.needs if getattr(inputs, name) is None]
         if missing:
@@ -213,6 +264,7 @@ def save(built: Built, out: Path, fmt: str = "png", note: str | None = None) -> 
         path = out / f"{item.stem}.{fmt}"
         result.savefig(path, format=fmt)
         return [path]
+    assert isinstance(result, pl.DataFrame), f"{item.name} was skipped: nothing to save"
     csv, md = out / f"{item.stem}.csv", out / f"{item.stem}.md"
     result.write_csv(csv)
     caption = item.caption + (f"\n\n{note}" if note else "")

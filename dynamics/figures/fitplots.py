@@ -5,14 +5,16 @@ import json
 import numpy as np
 import polars as pl
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Patch
 
 from dynamics.figures.aggregates import check_models, emergence_fits
-from dynamics.figures.style import PALETTE, SEQUENTIAL, depth_order, new_figure, note_tiny_suite, short, step_axis
+from dynamics.figures.style import PALETTE, SEQUENTIAL, depth_order, labels, new_figure, note_tiny_suite, step_axis
 from dynamics.figures.style import style as model_style
 from fitting.contracts import EQ9_PARAMS, SERIES_LABELS
 from fitting.curves import emergence, t_peak
+from fitting.errors import UserError
 from fitting.table import series_table
 
 NO_PEAK, LATE_PEAK = "0.88", "#CC79A7"  # no peak at all; a peak after the last step (not in cividis)
@@ -85,17 +87,18 @@ def fig6_example_fits(measurements: pl.DataFrame, fits: pl.DataFrame, models=Non
     models = list(models) if models is not None else depth_order(eq9)[-2:][::-1]
     check_models(measurements, models, "the measurements table")
     points = series_table(measurements.filter(pl.col("model").is_in(models)), series)
+    names = labels(models)
     fig = new_figure(11, 3.2 * len(models) + 0.4)
     axes = fig.subplots(len(models), 3, squeeze=False)
     for row, model in zip(axes, models):
         part = points.filter(pl.col("model") == model)
-        n_layers = int(part["layer"].max()) + 1
+        n_layers = int(part["layer"].to_numpy().max()) + 1
         for ax, (where, layer) in zip(row, (("shallow", 0), ("middle", n_layers // 2), ("deep", n_layers - 1))):
             layer_points = part.filter(pl.col("layer") == layer)
             fit = fit_row(eq9, model, layer)
             draw_fit(ax, layer_points["step"].to_numpy(), layer_points["value"].to_numpy(), fit)
             ax.set_title(
-                f"{short(model)}, layer {layer} ({where})" + ("" if fit else ", no successful fit"), fontsize=9
+                f"{names[model]}, layer {layer} ({where})" + ("" if fit else ", no successful fit"), fontsize=9
             )
             ax.set_ylabel(SERIES_LABELS[series], fontsize=8)
     fig.suptitle(f"Fig 6: Eq. 9 fits of shallow, middle and deep layers ({series})")
@@ -106,7 +109,14 @@ def fig6_example_fits(measurements: pl.DataFrame, fits: pl.DataFrame, models=Non
 def fig7_fit_quality(fits: pl.DataFrame, series: str = "ratio"):
     """Fig 7: R² of the Eq. 9 fit of every layer against relative depth, one line per model."""
     eq9 = emergence_fits(fits, series)
+    succeeded = eq9.filter(pl.col("success") & pl.col("r2").is_not_null())
+    if succeeded.is_empty():
+        raise UserError(
+            f"none of the {eq9.height} Eq. 9 fits of series {series!r} succeeded, so there is no R² to draw; "
+            "the fits table's message column says why"
+        )
     models = depth_order(eq9)
+    names = labels(models)
     fig = new_figure(8, 4.8)
     ax = fig.add_subplot()
     failed = 0
@@ -115,14 +125,14 @@ def fig7_fit_quality(fits: pl.DataFrame, series: str = "ratio"):
         ok = part.filter(pl.col("success") & pl.col("r2").is_not_null())
         failed += part.height - ok.height
         depth = (ok["layer"].to_numpy() + 1) / part["n_layers"][0]
-        ax.plot(depth, ok["r2"].to_numpy(), lw=1.2, ms=5, label=short(model), **model_style(i))
+        ax.plot(depth, ok["r2"].to_numpy(), lw=1.2, ms=5, label=names[model], **model_style(i))
     ax.set_xlabel("relative depth (layer + 1) / L")
     ax.set_ylabel("R² of the Eq. 9 fit")
     ax.set_xlim(0, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(models) > 6 else 1, loc="lower left")
-    mean = eq9.filter(pl.col("success"))["r2"].mean()
-    title = f"Fig 7: fit quality per layer ({series}); mean R² {mean:.3f} over {eq9.height} layers"
+    mean = float(np.mean(succeeded["r2"].to_numpy()))
+    title = f"Fig 7: fit quality per layer ({series}); mean R² {mean:.3f} over {succeeded.height} layers"
     ax.set_title(title + (f", {failed} failed fits not shown" if failed else ""), fontsize=10)
     note_tiny_suite(fig, models)
     return fig
@@ -142,7 +152,7 @@ def fig8_peak_surface(
         eq9 = emergence_fits(fits, series).filter(pl.col("success") & (pl.col("lam") > 0) & (pl.col("gamma") > 0))
         eq9 = eq9 if eq9.height else None
     if eq9 is not None:
-        t0 = float(eq9["t0"].median()) if t0 is None else t0
+        t0 = float(np.median(eq9["t0"].to_numpy())) if t0 is None else t0
         lam_range = _decades(eq9["lam"].to_numpy())
         gamma_range = _decades(eq9["gamma"].to_numpy())
     else:
@@ -158,10 +168,10 @@ def fig8_peak_surface(
     norm = LogNorm(vmin=1.0, vmax=max(last_step, 10.0))
     mesh = ax.pcolormesh(lam, gamma, surface, cmap=cmap, norm=norm, shading="auto")
     fig.colorbar(mesh, ax=ax, extend="both").set_label("t_peak (training steps, log colour scale)")
-    handles = []
+    handles: list[Artist] = []
     if surface.count() < surface.size:
         handles.append(Patch(color=NO_PEAK, label="no peak after step 0"))
-    if np.any(surface > norm.vmax):
+    if np.any(surface > float(norm.vmax or 0.0)):
         handles.append(Patch(color=LATE_PEAK, label=f"peak after step {norm.vmax:.0f}"))
     if eq9 is not None:
         handles.append(

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import MaxNLocator
 
 from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite
@@ -17,6 +18,7 @@ from dynamics.embedded import TINY_SUITE_CAVEAT, is_tiny_suite
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 SEQUENTIAL = "cividis"
+TINY_SUITE_NOTE = "tiny-suite-note"  # the gid of the caveat's text artist, by which a page finds marked figures
 DPI = 150
 STEP_LABEL = "training step (log scale; step 0 at the left)"
 
@@ -45,9 +47,19 @@ def layer_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def short(model: str) -> str:
-    """The model's name without its organisation."""
-    return model.rsplit("/", 1)[-1]
+def labels(models) -> dict[str, str]:
+    """Each model's label in a figure: its name without the organisation when no other model drawn has that name,
+    else the full id (tiny-suite/neox-L4-d128-h4 beside tiny-suite-demo/neox-L4-d128-h4)."""
+    models = list(models)
+    names = [m.rsplit("/", 1)[-1] for m in models]
+    return {m: name if names.count(name) == 1 else m for m, name in zip(models, names)}
+
+
+def family(model: str) -> str:
+    """The series a model belongs to: its organisation and its name up to the first '-' (EleutherAI/pythia for
+    EleutherAI/pythia-70m); a model without an organisation (a local folder) is a family of its own."""
+    org, _, name = model.rpartition("/")
+    return f"{org}/{name.split('-', 1)[0]}" if org else model
 
 
 def depth_order(table: pl.DataFrame) -> list[str]:
@@ -74,12 +86,19 @@ def spread(items: list, n: int) -> list:
 
 
 def note_tiny_suite(fig: Figure, models) -> None:
-    """Add the §8 caveat under the figure when any of `models` comes from the tiny suite."""
+    """Add the docs/science.md §9 caveat under the figure when any of `models` comes from the tiny suite."""
     if not any(is_tiny_suite(m) for m in models):
         return
     width = fig.get_figwidth()
     text = textwrap.fill(TINY_SUITE_CAVEAT, width=int(width * 15))
     lines = text.count("\n") + 1
     share = min(0.25, 0.16 * lines / fig.get_figheight())
-    fig.get_layout_engine().set(rect=(0, share, 1, 1 - share))
-    fig.text(0.01, 0.01, text, fontsize=7.5, color="0.3", va="bottom", ha="left")
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine), "figures are made by new_figure, with constrained layout"
+    engine.set(rect=(0, share, 1, 1 - share))
+    fig.text(0.01, 0.01, text, fontsize=7.5, color="0.3", va="bottom", ha="left", gid=TINY_SUITE_NOTE)
+
+
+def has_tiny_suite_note(fig: Figure) -> bool:
+    """Whether `note_tiny_suite` added the caveat to the figure."""
+    return any(text.get_gid() == TINY_SUITE_NOTE for text in fig.texts)

@@ -51,7 +51,13 @@ def table5_hypotheses(fits: pl.DataFrame, series: str = "ratio") -> pl.DataFrame
             "several: run `mdyn fit --hypotheses all`"
         )
     summary = hypothesis_summary(rows)
-    return summary.pivot(on="hypothesis", index="model", values="mean_r2").select("model", *sorted(found)).sort("model")
+    table = summary.pivot(on="hypothesis", index="model", values="mean_r2").select("model", *sorted(found))
+    second = summary.filter(pl.col("hypothesis") == "second_order_step")
+    if second.height:
+        # Where the second-order fit ran to its over-damped limit it is the first-order step: say how often.
+        limit = second.select("model", pl.format("{} of {}", "layers_at_limit", "layers").alias("2nd order = 1st"))
+        table = table.join(limit, on="model", how="left")
+    return table.sort("model")
 
 
 def single_block(table: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
@@ -77,9 +83,10 @@ def markdown(table: pl.DataFrame, digits: int = 4) -> str:
 
 
 def format_cell(value, digits: int = 4) -> str:
-    """One table cell as text: floats to `digits` decimals, None and NaN as '-'."""
+    """One table cell as text: floats to `digits` decimals (`digits` significant ones from a million on, so that a
+    diverged R² of -1e58 stays short), None and NaN as '-'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}g}"
     return str(value)

@@ -1,6 +1,5 @@
 """Figures of one model's trajectories: the overview (Fig 1) and every layer's ratios over steps (Fig 4)."""
 
-import numpy as np
 import polars as pl
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
@@ -63,7 +62,7 @@ def fig1_overview(
 
     points = series_table(part, series)
     eq9 = emergence_fits(fits, series) if fits is not None else None
-    n_layers = int(points["layer"].max()) + 1
+    n_layers = int(points["layer"].to_numpy().max()) + 1
     for ax, (where, layer) in zip(axes[1], (("shallow", 0), ("deep", n_layers - 1))):
         layer_points = points.filter(pl.col("layer") == layer)
         fit = fit_row(eq9, model, layer) if eq9 is not None else None
@@ -80,7 +79,7 @@ def fig4_layer_trajectories(measurements: pl.DataFrame, model: str | None = None
     model = model or depth_order(measurements)[-1]
     check_models(measurements, [model], "the measurements table")
     part = measurements.filter(pl.col("model") == model)
-    n_layers = int(part["layer"].max()) + 1
+    n_layers = int(part["layer"].to_numpy().max()) + 1
     norm = Normalize(0, max(n_layers - 1, 1))
     cmap = colormaps[SEQUENTIAL]
     fig = new_figure(13, 4.4)
@@ -97,7 +96,7 @@ def fig4_layer_trajectories(measurements: pl.DataFrame, model: str | None = None
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9)
     bar.set_label("layer (0-based decoder block)")
     if n_layers <= 12:
-        bar.set_ticks(np.arange(n_layers))
+        bar.set_ticks(list(range(n_layers)))
     fig.suptitle(f"Fig 4: {model}, every layer's top-k / median ratio over training")
     note_tiny_suite(fig, [model])
     return fig

@@ -30,7 +30,7 @@ def test_measurements_alone_draw_figs_1_to_5_and_8_and_say_why_the_others_are_sk
     assert drawn == {"Fig 1", "Fig 3", "Fig 4", "Fig 5", "Fig 8"}
     assert built["Fig 2"].skipped == "needs --architectures"
     assert built["Fig 6"].skipped == "needs --fits"
-    assert built["Fig 9"].skipped == "needs --predictor and --fits and --architectures"
+    assert built["Fig 9"].skipped == "needs --fits and --architectures"
     assert built["Table 3"].skipped == "needs --fits and --architectures"
 
 
@@ -70,9 +70,8 @@ def test_figures_command_writes_everything_the_inputs_allow(tmp_path, stored, ca
     )
     assert not status
     names = {p.name for p in out.iterdir()}
-    assert {f"{item.stem}.png" for item in ITEMS[:8]} <= names
+    assert {f"{item.stem}.png" for item in ITEMS[:10]} <= names  # Figs 9-10 train a paper-target forest here
     assert {"table1_fit_quality.csv", "table1_fit_quality.md", "table5_hypotheses.md"} <= names
-    assert "skipped Fig 9: needs --predictor" in captured.out
     assert "skipped Table 3: the paper protocol needs at least 10 fitted layers" in captured.out
     assert TINY_SUITE_CAVEAT[:30] not in captured.out
 
@@ -87,14 +86,14 @@ def test_report_is_one_self_contained_page(tmp_path, stored, capsys):
     page = (out / "report.html").read_text()
     assert captured.out.strip().endswith(f"wrote {out / 'report.html'}")
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 8 and all(base64.b64decode(image)[:4] == b"\x89PNG" for image in images)
-    assert page.count("<p class='caption'>") == 8 + 2  # and Tables 1 and 5
+    assert len(images) == 10 and all(base64.b64decode(image)[:4] == b"\x89PNG" for image in images)
+    assert page.count("<p class='caption'>") == 10 + 2  # and Tables 1 and 5
     assert "synthetic/four-layers" in page and "probe sequences" in page
-    assert "Fig 9</b>: needs --predictor" in page
+    assert "Table 3</b>: the paper protocol needs at least 10 fitted layers" in page
     assert "class='caveat'" not in page and "Tiny-suite data" not in page
 
 
-def test_report_of_the_tiny_suite_carries_the_caveat_everywhere(tmp_path, capsys, synthetic):
+def test_report_of_the_tiny_suite_says_the_caveat_once_and_marks_every_figure(tmp_path, capsys, synthetic):
     renamed = synthetic.measurements.with_columns(pl.col("model").str.replace("synthetic/", "tiny-suite/"))
     measurements = tmp_path / "m.parquet"
     renamed.filter(pl.col("model") == "tiny-suite/three-layers").write_parquet(measurements)
@@ -103,8 +102,9 @@ def test_report_of_the_tiny_suite_carries_the_caveat_everywhere(tmp_path, capsys
     assert "no --fits: fitted ratio of 3 layers with every hypothesis" in captured.out
     assert pl.read_parquet(tmp_path / "fits.parquet")["hypothesis"].n_unique() == 4
     page = (tmp_path / "report.html").read_text()
-    assert f"<p class='caveat'>{TINY_SUITE_CAVEAT[:40]}" in page
-    assert page.count("Tiny-suite data: outlier-channel emergence in toy models") == page.count("class='caption'") > 0
+    assert f"<p class='caveat' id='caveat'>{TINY_SUITE_CAVEAT[:40]}" in page
+    assert page.count(TINY_SUITE_CAVEAT[:40]) == 1
+    assert page.count("see the note above</a>") == page.count("class='caption'") > 0
 
 
 def test_several_probes_need_a_choice(tmp_path, synthetic, capsys):

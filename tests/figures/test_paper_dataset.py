@@ -1,4 +1,4 @@
-"""`mdyn import-paper` on a fixture in the released dataset's exact format (shared/PAPER.md §7)."""
+"""`mdyn import-paper` on a fixture in the released dataset's exact format (docs/science.md §8)."""
 
 import numpy as np
 import polars as pl
@@ -9,7 +9,7 @@ from dynamics.paper_dataset import PROBE_ID, import_dataset, parse_stats
 from fitting.errors import UserError
 from tests.cli import run_main
 
-# The paper's sample: Pythia-14M, step 22000, first sequence (PAPER.md §7).
+# The paper's sample: Pythia-14M, step 22000, first sequence (docs/science.md §8).
 TOP1_14M = [1.1227, 1.5168, 8.0052, 4.6246, 7.9382, 5.6903]
 MEDIAN_14M = [0.08807, 0.09663, 0.13320, 0.13885, 0.16350, 0.23085]
 STEPS = (0, 512, 22000)
