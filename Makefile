@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mdyn demo
 
-# loadfile: each test module runs on one worker, so one worker starts the Slurm cluster tests/slurm/test_slurm.py shares.
+# Lint, format and types first (seconds); then the tests. loadfile: each test module runs on one worker, so one
+# worker starts the Slurm cluster tests/slurm/test_slurm.py shares.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)

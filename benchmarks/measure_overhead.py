@@ -95,14 +95,14 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run(model, ids, device):
-    methods = {"floor": floor, "measure": ours, "reference": reference}
+def timings(methods: dict, model, ids, device, repeats: int) -> tuple[dict, dict]:
+    """(best seconds, peak extra bytes) of each method, interleaved `repeats` times after a warm-up."""
     for fn in methods.values():  # warm-up: allocator, kernels, thread pools
         fn(model, ids[:1])
     times = {name: [] for name in methods}
     peaks = dict.fromkeys(methods, 0)
-    for _ in range(REPEATS):
-        for name, fn in methods.items():  # interleaved, so drift in machine load hits all three alike
+    for _ in range(repeats):
+        for name, fn in methods.items():  # interleaved, so drift in machine load hits all of them alike
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -119,7 +119,11 @@ def run(model, ids, device):
                     fn(model, ids)
                     times[name].append(time.perf_counter() - t)
                 peaks[name] = max(peaks[name], p.peak - base)
-    best = {k: min(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}, peaks
+
+
+def run(model, ids, device):
+    best, peaks = timings({"floor": floor, "measure": ours, "reference": reference}, model, ids, device, REPEATS)
     print(f"\n{device.type}: {N_SEQ} x {SEQ_LEN} tokens, Pythia-70M-shaped, best of {REPEATS}")
     print(f"  floor      {best['floor']:.3f} s, peak {peaks['floor'] / 2**20:.1f} MiB above start")
     for name in ("measure", "reference"):

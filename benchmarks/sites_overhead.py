@@ -14,11 +14,10 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # must be set before the p
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     os.execv(sys.executable, [sys.executable, "-m", "benchmarks.sites_overhead", *sys.argv[1:]])
 
-import time
 
 import torch
 
-from benchmarks.measure_overhead import N_SEQ, SEQ_LEN, PeakRSS, floor, pythia_70m_shaped, rss
+from benchmarks.measure_overhead import N_SEQ, SEQ_LEN, floor, pythia_70m_shaped, timings
 from dynamics.measure import measure, measure_sites
 from fitting.contracts import SITES
 
@@ -37,29 +36,7 @@ def all_sites(model, ids):
 
 def run(model, ids, device):
     methods = {"floor": floor, "residual": residual, "all sites": all_sites}
-    for fn in methods.values():  # warm-up: allocator, kernels, thread pools
-        fn(model, ids[:1])
-    times = {name: [] for name in methods}
-    peaks = dict.fromkeys(methods, 0)
-    for _ in range(REPEATS):
-        for name, fn in methods.items():  # interleaved, so drift in machine load hits all three alike
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                t = time.perf_counter()
-                fn(model, ids)
-                torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t)
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() - base)
-            else:
-                base = rss()
-                with PeakRSS() as p:
-                    t = time.perf_counter()
-                    fn(model, ids)
-                    times[name].append(time.perf_counter() - t)
-                peaks[name] = max(peaks[name], p.peak - base)
-    best = {k: min(v) for k, v in times.items()}
+    best, peaks = timings(methods, model, ids, device, REPEATS)
     attention = model.config.num_attention_heads * SEQ_LEN * SEQ_LEN * 4
     print(f"\n{device.type}: {N_SEQ} x {SEQ_LEN} tokens, Pythia-70M-shaped, best of {REPEATS}")
     print(f"  floor      {best['floor']:.3f} s, peak {peaks['floor'] / 2**20:.1f} MiB above start")

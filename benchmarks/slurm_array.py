@@ -1,10 +1,10 @@
 """What one Slurm job array costs over a local sweep of the same revisions, on a single-node Slurm started here.
 
 Starts tests/slurm/start.sh in a temporary folder (root and Debian's slurmd, slurmctld, slurm-client and munge
-needed), then sweeps the same revisions of the tiny offline series twice: in this process (the baseline), and
-as one array with at most 2 tasks at a time, each task a fresh process that imports torch and transformers.
-Prints the cluster's start-up time, both walls and their ratio: on tiny models the array's cost is the
-per-task start-up, which a real checkpoint's download and forward passes dwarf.
+needed), then sweeps the same revisions of the tiny offline series: in this process (the baseline), as one array
+of one revision per task (at most 2 tasks at a time, each a fresh process that imports torch and transformers),
+and as one array with the default chunks (`--revisions-per-task` sized from the model). Prints the cluster's
+start-up, the walls and their ratios, and a task's start-up (the imports) as a share of its time.
 """
 
 import os
@@ -38,10 +38,18 @@ def local(tiny, root: Path) -> float:
     return time.perf_counter() - start
 
 
-def array(tiny, root: Path) -> tuple[float, int]:
+def import_seconds() -> float:
+    """What a task spends starting: a fresh Python importing the sweep's code, torch and transformers."""
+    code = "import dynamics.cli.app, dynamics.sweep, dynamics.measure, torch, transformers.models.gpt_neox"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
+def array(tiny, root: Path, per_task: int | None) -> tuple[float, int]:
     source = HubSource(tiny.repo_id, offline=True, cache_dir=tiny.cache_dir)
     start = time.perf_counter()
-    resources = slurm.Resources(array_parallelism=2)
+    resources = slurm.Resources(array_parallelism=2, revisions_per_task=per_task)
     the_plan = plan(source, root, SELECTION, SETTINGS)
     _, _, n_tasks = slurm.submit(
         root, [(source, the_plan)], SETTINGS, resources, max_array_size=slurm.check_cluster(resources)
@@ -69,13 +77,22 @@ def main():
         os.environ["SLURM_CONF"] = str(tmp / "cluster" / "slurm.conf")
         try:
             baseline = local(tiny, tmp / "local")
-            wall, n_tasks = array(tiny, tmp / "array")
+            single, n_single = array(tiny, tmp / "single", 1)
+            chunked, n_chunks = array(tiny, tmp / "chunked", None)
+            start_s = import_seconds()
         finally:
             subprocess.run([SCRIPTS / "stop.sh", tmp / "cluster"], timeout=60)
-    print(f"single-node Slurm (2 CPUs) up in {up:.2f}s; tiny series {SELECTION}, {n_tasks} revisions")
-    print(f"  local sweep in this process   {baseline:6.1f}s")
-    print(f"  one array, 2 tasks at a time  {wall:6.1f}s ({wall / n_tasks:.1f}s per task, submission included)")
-    print(f"  array / local = {wall / baseline:.1f}x (per-task start-up: each task imports torch and transformers)")
+    print(f"single-node Slurm (2 CPUs) up in {up:.2f}s; tiny series {SELECTION}, {n_single} revisions")
+    print(f"  local sweep in this process      {baseline:6.1f}s")
+    print(
+        f"  one revision per task, 2 at once {single:6.1f}s ({single / n_single:.1f}s per task)  "
+        f"array / local = {single / baseline:.1f}x"
+    )
+    print(f"  default chunks: {n_chunks} task(s)      {chunked:6.1f}s  array / local = {chunked / baseline:.1f}x")
+    print(
+        f"  a task's start-up (imports) {start_s:.1f}s: {start_s * n_single / (2 * single):.0%} of the one-per-task "
+        f"array's task time, {start_s * n_chunks / max(chunked, 1e-9):.0%} of the chunked one's"
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ leave-one-model-out evaluation, and the trained predictor (what `mdyn train` and
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from fitting.errors import UserError
+
+if TYPE_CHECKING:  # predictors loads sklearn: only a training run needs it
+    from predictors.trained import TrainedCurvePredictor
 
 
 def default_training_data() -> Path:
@@ -37,7 +41,7 @@ def architectures_for(store: Path | None, table_file: Path | None) -> pl.DataFra
 class Training:
     """A trained curve predictor, every evaluated kind's leave-one-model-out summary, and the layers left out."""
 
-    trained: object  # predictors.trained.TrainedCurvePredictor
+    trained: "TrainedCurvePredictor"
     comparison: pl.DataFrame  # one row per kind: error, error_mean, baseline, baseline_mean, skill, coverage
     excluded: list[tuple[str, int, str]]
 
@@ -71,14 +75,13 @@ def train_curves(
         )
     values = series_table(measurements, series)
     features = (*FEATURES, *RECIPE_FEATURES) if recipe else FEATURES
-    rows, chosen = [], None
+    rows, runs = [], {}
     for name in dict.fromkeys((kind, *kinds)):
         estimator = CurveRegressor(name, random_state=seed, n_estimators=n_estimators)
-        heldout = hold_out(table, values, features, estimator)
-        rows.append({"kind": name, **summarise(heldout, table, level)})
-        if name == kind:
-            chosen = (estimator, heldout)
+        runs[name] = (estimator, hold_out(table, values, features, estimator))
+        rows.append({"kind": name, **summarise(runs[name][1], table, level)})
     archs = architectures_by_model(architectures.filter(pl.col("model").is_in(table["model"].unique().to_list())))
     shapes = {m: (a.n_layers, a.d_model, a.n_heads, a.d_ff) for m, a in archs.items()}
-    trained = train_curve(table, values, features, shapes, series, chosen[0], level, excluded, chosen[1])
+    estimator, heldout = runs[kind]
+    trained = train_curve(table, values, features, shapes, series, estimator, level, excluded, heldout)
     return Training(trained, pl.DataFrame(rows), excluded)

@@ -33,9 +33,9 @@ def auto_batch_size(model: torch.nn.Module, n_seq: int, seq_len: int) -> int:
     scores (heads x seq x seq) per sequence; results do not depend on the batch size, only speed and memory do.
     """
     config = model.config
-    d = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
-    d_ff = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1)
+    d: int = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 1
+    d_ff: int = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
+    heads: int = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1
     parameter = next(model.parameters())
     per_seq = seq_len * (8 * d + 2 * d_ff + 2 * heads * seq_len) * max(parameter.element_size(), 4)
     if parameter.device.type == "cuda":

@@ -93,7 +93,7 @@ def stats_files(root: Path) -> tuple[list[tuple[str, int, Path]], list[tuple[Pat
     """(size, step, path) of every statistics file under `root`, sorted; and files of stats/ folders that are not."""
     found, odd = [], []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and MODEL_DIR.fullmatch(p.name)):
-        size = MODEL_DIR.fullmatch(folder.name)["size"]
+        size = folder.name.removeprefix("pythia_")
         stats_dir = folder / "stats"
         for path in sorted(stats_dir.iterdir()) if stats_dir.is_dir() else []:
             match = STATS_FILE.fullmatch(path.name)

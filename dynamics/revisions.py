@@ -24,6 +24,8 @@ PAPER_EARLY_MAX = 512
 PAPER_LATE = 26
 
 SELECTION_FORMS = "all, every:K, log:N, paper, or a comma list of steps or revision names (e.g. 0,1000,step143000)"
+# `adaptive:N` (dynamics.adaptive) picks revisions as it measures them, so it is no fixed selection.
+ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def detect_scheme(revisions: Iterable[str]) -> Scheme:
     """The known scheme that recognizes the most revisions (Pythia on a tie); UserError when none fits any."""
     revisions = list(revisions)
     counts = {name: sum(s.step(r) is not None for r in revisions) for name, s in SCHEMES.items()}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=lambda name: counts[name])
     if counts[best] == 0:
         shown = ", ".join(revisions[:5]) + (" ..." if len(revisions) > 5 else "")
         raise UserError(
@@ -132,6 +134,11 @@ def parse_selection(text: str) -> Callable[[Mapping[str, int]], list[str]]:
         return _by_step(lambda steps: steps)
     if text == "paper":
         return _by_step(paper)
+    if kind == ADAPTIVE:
+        raise UserError(
+            f"selection {text!r} is adaptive: it chooses revisions while measuring, so it names no fixed set; "
+            f"use it with `mdyn sweep --steps`, or give a fixed selection here: {SELECTION_FORMS}"
+        )
     if sep and kind in ("every", "log"):
         if not arg.isdigit() or int(arg) < 1:
             raise UserError(f"bad selection {text!r}: {kind}: needs a whole number >= 1; use {SELECTION_FORMS}")
@@ -183,7 +190,7 @@ def _explicit(revisions: Mapping[str, int], tokens: list[str]) -> list[str]:
             f"selection names {', '.join(unknown)}, not among the {len(revisions)} available revisions "
             f"(steps {lo} ... {hi}); pick existing ones or use {SELECTION_FORMS}"
         )
-    return list(dict.fromkeys(picked.values()))
+    return list(dict.fromkeys(rev for rev in picked.values() if rev is not None))
 
 
 def _first_per_step(revisions: Mapping[str, int]) -> dict[int, str]:

@@ -15,6 +15,7 @@ keeps accounting.
 
 import dataclasses
 import json
+import math
 import os
 import re
 import secrets
@@ -71,6 +72,27 @@ class Resources:
     time: str | None = None
     array_parallelism: int | None = None  # at most this many tasks run at once (sbatch --array=...%K)
     extra: tuple[tuple[str, str], ...] = ()  # further sbatch options, (name, value)
+    revisions_per_task: int | None = None  # consecutive revisions one task measures; None: `revisions_per_task`
+
+
+# A task's own start (Python, torch, transformers) costs about this much; a task should spend ten times as long
+# measuring. A revision costs about its weight bytes at this rate (download, load) and at least the floor.
+TASK_IMPORT_S = 5.0
+REVISION_BYTES_PER_S = 50e6
+REVISION_FLOOR_S = 0.5
+MAX_REVISIONS_PER_TASK = 64
+
+
+def revisions_per_task(n_params: int | None) -> int:
+    """How many consecutive revisions one array task measures, so that its start is under a tenth of its time.
+
+    Estimated from the model's size (float32 weights): one revision per task for billion-parameter models,
+    dozens for the tiny ones. Without a size, one per task.
+    """
+    if not n_params:
+        return 1
+    seconds = max(REVISION_FLOOR_S, 4 * n_params / REVISION_BYTES_PER_S)
+    return int(min(MAX_REVISIONS_PER_TASK, max(1, math.ceil(10 * TASK_IMPORT_S / seconds))))
 
 
 def parse_slurm_args(items: list[str]) -> tuple[tuple[str, str], ...]:
@@ -143,26 +165,34 @@ def submit(
 ) -> tuple[str, Path, int] | None:
     """Record what the plans settle, write a submission folder and sbatch one array: (job id, folder, tasks).
 
-    None, after recording, when the plans leave nothing to measure.
+    Each array task measures a chunk of consecutive revisions of one model (`Resources.revisions_per_task`,
+    by default sized by `revisions_per_task`), reusing one model skeleton; tasks.json still lists every revision
+    on its own, with the array index measuring it, so progress and resubmission stay per revision. None, after
+    recording, when the plans leave nothing to measure.
     """
     from dynamics.sweep import record_settled
 
-    tasks = [
-        {
-            "model": the_plan.model,
-            "revision": rev,
-            "step": step,
-            "probe_id": the_plan.probe.probe_id,
-            "probe_source": the_plan.probe.source,
-            **_reopen(source),
-        }
-        for source, the_plan in plans
-        for rev, step in the_plan.to_measure.items()
-    ]
-    if len(tasks) > max_array_size:
+    tasks, n_array = [], 0
+    for source, the_plan in plans:
+        chunk = resources.revisions_per_task or revisions_per_task(the_plan.n_params)
+        for i, (rev, step) in enumerate(the_plan.to_measure.items()):
+            task = {
+                "model": the_plan.model,
+                "revision": rev,
+                "step": step,
+                "probe_id": the_plan.probe.probe_id,
+                "probe_source": the_plan.probe.source,
+                "array_index": n_array + i // chunk,
+                **({"note": the_plan.notes[rev]} if the_plan.notes.get(rev) else {}),
+                **_reopen(source),
+            }
+            tasks.append(task)
+        n_array += math.ceil(len(the_plan.to_measure) / chunk)
+    if n_array > max_array_size:
         raise UserError(
-            f"{len(tasks)} revisions to measure exceed this cluster's MaxArraySize of {max_array_size} tasks per "
-            "array; sweep fewer targets or steps per command (a rerun skips what is queued or measured)"
+            f"{n_array} array tasks exceed this cluster's MaxArraySize of {max_array_size}; raise "
+            "--revisions-per-task, or sweep fewer targets or steps per command (a rerun skips what is queued or "
+            "measured)"
         )
     root = store.open_store(root)
     for _, the_plan in plans:
@@ -184,40 +214,55 @@ def submit(
     }
     write_atomic(folder / "tasks.json", json.dumps(table, indent=1).encode())
     offline = any(task.get("offline") for task in tasks)
-    write_atomic(folder / "sweep.sbatch", _script(folder, root.resolve(), len(tasks), resources, offline).encode())
+    write_atomic(folder / "sweep.sbatch", _script(folder, root.resolve(), n_array, resources, offline).encode())
     answer = _slurm("sbatch", "--parsable", str(folder / "sweep.sbatch"))
     if answer.returncode != 0:
         shutil.rmtree(folder)  # never submitted: it must not count as a submission whose tasks vanished
         raise UserError(f"sbatch refused the array: {_first_line(answer)}; check the Slurm options")
     job_id = answer.stdout.strip().split(";")[0]
     write_atomic(folder / "job_id", job_id.encode())
-    return job_id, folder, len(tasks)
+    return job_id, folder, n_array
 
 
-def run_task(tasks_file: Path, index: int) -> dict | None:
-    """Measure task `index` of a submission with the local sweep's code; its ledger row, or None if already measured."""
-    from dynamics.sweep import Plan, Settings, run
+def array_index(task: dict) -> int:
+    """The array task that measures a revision (a submission from before chunks had one revision per task)."""
+    return task.get("array_index", task["index"])
+
+
+def run_task(tasks_file: Path, index: int) -> list[dict]:
+    """Measure the revisions of array task `index` with the local sweep's code, one model skeleton for all; their
+    ledger rows (empty when every one is already measured)."""
+    from dynamics.sweep import Plan, Settings, complete, run
 
     table = json.loads(Path(tasks_file).read_text())
-    if not 0 <= index < len(table["tasks"]):
-        raise UserError(f"{tasks_file} has tasks 0-{len(table['tasks']) - 1}, not {index}; check --index")
-    task = table["tasks"][index]
+    mine = [task for task in table["tasks"] if array_index(task) == index]
+    if not mine:
+        last = max(array_index(task) for task in table["tasks"])
+        raise UserError(f"{tasks_file} has array tasks 0-{last}, not {index}; check --index")
     root = Path(table["store"])
-    if store.shard_path(root, store.MEASUREMENTS, task["model"], task["revision"], task["probe_id"]).is_file():
-        return None
-    settings = Settings(**{**table["settings"], "probe_text": tuple(map(Path, table["settings"]["probe_text"]))})
+    # JSON keeps tuples as lists; a submission from before sites existed has none.
+    fields = {**table["settings"], "probe_text": tuple(map(Path, table["settings"]["probe_text"]))}
+    settings = Settings(**{**fields, "sites": tuple(fields.get("sites", Settings.sites))})
+    todo = [task for task in mine if not complete(root, task["model"], task["revision"], task["probe_id"], settings)]
+    if not todo:
+        return []
+    first = todo[0]  # a chunk holds revisions of one model and probe
     source = open_source(
-        task["target"],
-        offline=task.get("offline"),
-        cache_dir=task.get("cache_dir"),
-        eviction=task.get("eviction"),
-        model=task.get("model_name"),
+        first["target"],
+        offline=first.get("offline"),
+        cache_dir=first.get("cache_dir"),
+        eviction=first.get("eviction"),
+        model=first.get("model_name"),
     )
-    token_ids = np.load(Path(tasks_file).parent / f"probe-{task['probe_id']}.npy")
-    probe = ProbeSet(token_ids=token_ids, probe_id=task["probe_id"], source=task["probe_source"])
-    the_plan = Plan(model=source.model, probe=probe, to_measure={task["revision"]: task["step"]})
-    ledger = run(source, root, the_plan, settings, prefetch=False)
-    return ledger.row(0, named=True)
+    token_ids = np.load(Path(tasks_file).parent / f"probe-{first['probe_id']}.npy")
+    probe = ProbeSet(token_ids=token_ids, probe_id=first["probe_id"], source=first["probe_source"])
+    the_plan = Plan(
+        model=source.model,
+        probe=probe,
+        to_measure={task["revision"]: task["step"] for task in todo},
+        notes={task["revision"]: task.get("note", "") for task in todo},
+    )
+    return run(source, root, the_plan, settings).to_dicts()
 
 
 def progress(root: Path) -> pl.DataFrame:
@@ -249,7 +294,7 @@ def progress(root: Path) -> pl.DataFrame:
         created = datetime.fromisoformat(table["created_at"])
         for task in table["tasks"]:
             key = (task["model"], task["revision"], task["probe_id"])
-            slurm_task, state = known.get((name, task["index"]), ("", ""))
+            slurm_task, state = known.get((name, array_index(task)), ("", ""))
             recorded = latest.get(key)
             log = path.parent / "logs" / f"{slurm_task}.out"
             if state in _QUEUED:

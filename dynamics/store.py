@@ -4,6 +4,7 @@ Layout:
     STORE/mdyn-store.json                                 marker with the schema version
     STORE/measurements/<model>/<revision>--<probe_id>.parquet
     STORE/ledger/<model>/<revision>--<probe_id>.parquet   the sweep's record of each revision
+    STORE/sites/<model>/<revision>--<probe_id>.parquet    sublayer sites and attention sinks (opt-in, --sites)
     STORE/.lock, STORE/.lock.owner                        held by writers (filelock), and who holds it
     STORE/.corrupt/<table>/<model>/...                    unreadable shards, set aside by the next sweep
 
@@ -12,6 +13,7 @@ half-written file. Readers skip a shard that cannot be read, naming it in a warn
 hides the rest; the next sweep sets it aside and measures that revision again.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -29,7 +31,16 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from dynamics.files import write_atomic
-from fitting.contracts import FIT_INPUT_COLUMNS, LEDGER_SCHEMA, MEASUREMENT_SCHEMA, package_version, require_columns
+from fitting.contracts import (
+    ARCHITECTURE_COLUMNS,
+    FIT_INPUT_COLUMNS,
+    LEDGER_SCHEMA,
+    MEASUREMENT_SCHEMA,
+    SITE_SCHEMA,
+    Architecture,
+    package_version,
+    require_columns,
+)
 from fitting.errors import StoreLocked, UnreadableShardWarning, UserError
 
 SCHEMA_VERSION = 1
@@ -49,6 +60,7 @@ class Table:
 
 MEASUREMENTS = Table("measurements", MEASUREMENT_SCHEMA)
 LEDGER = Table("ledger", LEDGER_SCHEMA)
+SITES = Table("sites", SITE_SCHEMA)
 
 
 def check_store(root: Path) -> bool:
@@ -115,6 +127,8 @@ def store_lock(root: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[
                     f"the store {root} stayed locked by {holder} for {timeout:g} s; wait for that process to finish, "
                     f"or stop it, then run again (--lock-timeout sets the wait)"
                 ) from None
+    except StoreLocked:
+        raise  # a TimeoutError, hence an OSError, but no sign of an unwritable store
     except OSError as err:
         raise UserError(f"cannot lock the store {root} ({err.strerror or err}); choose a writable --store") from None
     try:
@@ -162,8 +176,18 @@ def conform(df: pl.DataFrame, schema: dict) -> pl.DataFrame:
 def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
     """`measure()` rows stamped with provenance (model, revision, step, commit, weights_sha256, probe_id, dtype,
     device) and the time and package version."""
+    return _stamped(stats, MEASUREMENT_SCHEMA, provenance)
+
+
+def as_sites(rows: pl.DataFrame, **provenance) -> pl.DataFrame:
+    """`measure_sites()` rows stamped as `as_measurements` stamps them; the provenance also names seq_len, the
+    probe's tokens per sequence."""
+    return _stamped(rows, SITE_SCHEMA, provenance)
+
+
+def _stamped(rows: pl.DataFrame, schema: dict, provenance: dict) -> pl.DataFrame:
     constants = {"measured_at": datetime.now(UTC), "package_version": package_version(), **provenance}
-    return conform(stats.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), MEASUREMENT_SCHEMA)
+    return conform(rows.with_columns(**{k: pl.lit(v) for k, v in constants.items()}), schema)
 
 
 def shard_path(root: Path, table: Table, model: str, revision: str, probe_id: str) -> Path:
@@ -239,12 +263,12 @@ def unreadable(root: Path, table: Table = MEASUREMENTS) -> list[tuple[Path, str]
 
 
 def set_aside_unreadable(root: Path, model: str) -> list[Path]:
-    """Move the model's unreadable shards (both tables) into STORE/.corrupt/, so its revisions count as unmeasured.
+    """Move the model's unreadable shards (of every table) into STORE/.corrupt/, so its revisions count as unmeasured.
 
     Only files the store itself wrote are moved, and never deleted. Returns where they went.
     """
     moved = []
-    for table in (MEASUREMENTS, LEDGER):
+    for table in (MEASUREMENTS, LEDGER, SITES):
         for path, reason in _check_files(shards(root, table, model)):
             if reason is None:
                 continue
@@ -255,6 +279,17 @@ def set_aside_unreadable(root: Path, model: str) -> list[Path]:
             os.replace(path, target)
             moved.append(target)
     return moved
+
+
+def _parquet_file(path: Path, what: str) -> pl.DataFrame:
+    """One parquet file of `what` (measurements, sites) a user passed instead of a store folder."""
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise UserError(
+            f"cannot read {what} from {path} ({' '.join(str(err).split())[:160]}); pass a store folder or a "
+            f"{what} parquet file written by massive-dynamics or polars"
+        ) from None
 
 
 def read_measurements(path: Path) -> pl.DataFrame:
@@ -278,13 +313,7 @@ def read_measurements(path: Path) -> pl.DataFrame:
                 "store again, which sets the damaged shards aside and measures them again"
             )
     elif path.is_file():
-        try:
-            table = pl.read_parquet(path)
-        except (OSError, pl.exceptions.PolarsError) as err:
-            raise UserError(
-                f"cannot read measurements from {path} ({' '.join(str(err).split())[:160]}); pass a "
-                "parquet file written by massive-dynamics or polars"
-            ) from None
+        table = _parquet_file(path, "measurements")
     else:
         raise UserError(f"--store {path} does not exist; pass a store folder or a measurements parquet file")
     require_columns(table, FIT_INPUT_COLUMNS, f"the measurements in {path}")
@@ -312,23 +341,63 @@ def measured(root: Path) -> set[tuple[str, str, str]]:
     return set(keys.iter_rows())
 
 
-ORIGINS = "models.json"
+MODELS = "models.json"
 
 
-def claim_model(root: Path, model: str, origin: str) -> None:
-    """Record that `model`'s rows come from `origin` (hub:ORG/NAME, folder:/path, ...); call it under the lock.
+def claim_model(root: Path, model: str, origin: str, architecture: Architecture | None = None) -> None:
+    """Record that `model`'s rows come from `origin` (hub:ORG/NAME, folder:/path, ...) and, when known, its
+    architecture (which `mdyn train` and the figures then find without a table); call it under the lock.
 
     Two different checkpoint series under one model id would mix their rows and overwrite each other's
     shards, so a second origin for a known model id is a UserError that asks for another name.
     """
-    path = Path(root) / ORIGINS
-    origins = json.loads(path.read_text()) if path.is_file() else {}
-    known = origins.get(model)
-    if known == origin:
-        return
-    if known is not None:
+    path = Path(root) / MODELS
+    models = json.loads(path.read_text()) if path.is_file() else {}
+    known = models.get(model, {}).get("origin")
+    if known is not None and known != origin:
         raise UserError(
             f"the store {root} already holds model {model!r} from {known.split(':', 1)[1]}, not from "
             f"{origin.split(':', 1)[1]}; pass --model NAME to store these checkpoints under another name"
         )
-    write_atomic(path, json.dumps({**origins, model: origin}, indent=1, sort_keys=True).encode())
+    entry = {"origin": origin, **({"architecture": dataclasses.asdict(architecture)} if architecture else {})}
+    if models.get(model) != {**models.get(model, {}), **entry}:
+        write_atomic(
+            path, json.dumps({**models, model: {**models.get(model, {}), **entry}}, indent=1, sort_keys=True).encode()
+        )
+
+
+def recorded_architectures(root: Path) -> pl.DataFrame:
+    """The architectures the store recorded while measuring (model and `ARCHITECTURE_COLUMNS`); empty if none."""
+    path = Path(root) / MODELS
+    models = json.loads(path.read_text()) if path.is_file() else {}
+    rows = [{"model": m, **e["architecture"]} for m, e in sorted(models.items()) if "architecture" in e]
+    return pl.DataFrame(rows, schema={c: pl.String if c == "model" else pl.Int64 for c in ARCHITECTURE_COLUMNS})
+
+
+def shard_sites(root: Path, model: str, revision: str, probe_id: str) -> set[str]:
+    """The sites that the sites shard of one (model, revision, probe) holds; empty when it is missing or unreadable."""
+    path = shard_path(root, SITES, model, revision, probe_id)
+    try:
+        return set(pl.read_parquet(path, columns=["site"])["site"].unique())
+    except (OSError, pl.exceptions.PolarsError):
+        return set()
+
+
+def read_sites(path: Path, site: str) -> pl.DataFrame:
+    """The rows of one site from a store folder's sites table, or from one sites parquet file.
+
+    A UserError naming the sites held when there are none of `site`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        table = load(path, SITES)
+    elif path.is_file():
+        table = _parquet_file(path, "sites")
+        require_columns(table, (*FIT_INPUT_COLUMNS, "site"), f"the sites in {path}")
+    else:
+        raise UserError(f"--store {path} does not exist; pass a store folder swept with --sites")
+    held = sorted(table["site"].unique().to_list())
+    if site not in held:
+        hint = f"it holds {', '.join(held)}" if held else "it has no sites table"
+        raise UserError(f"no {site!r} rows in {path} ({hint}); sweep it with --sites {site}, or choose another --site")
+    return table.filter(pl.col("site") == site)

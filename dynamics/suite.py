@@ -304,7 +304,7 @@ def check_cache_writable(cache_dir: Path) -> None:
     except OSError as err:
         raise UserError(
             f"cannot write to the suite cache {cache_dir} ({err.strerror or err}); "
-            "pass --cache DIR with a writable folder"
+            "pass --cache-dir DIR with a writable folder"
         ) from None
 
 
@@ -369,10 +369,13 @@ def train_member(
     repo_id: str,
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
+    live_store: Path | None = None,
 ) -> dict:
     """Train one model from scratch and publish every scheduled step as branch `stepN` (and the last as `main`).
 
     `tokens` is the corpus stream of `corpus_tokens`; `on_step(step, loss)` is called after each update.
+    With `live_store`, every published step is also measured live into that store (`live_tracker`); the
+    checkpoints stay byte-identical, as the tracker restores the RNG states and the train mode.
     Returns the model's manifest entry without the suite-level fields.
     """
     import torch
@@ -382,13 +385,18 @@ def train_member(
     generator = torch.Generator().manual_seed(recipe.data_seed)
     schedule = checkpoint_steps(recipe.steps, recipe.n_even_checkpoints)
     due = set(schedule)
+    tracker = None if live_store is None else live_tracker(live_store, tokenizer, repo_id, recipe)
     revisions = {"step0": publish_pretrained(cache_dir, repo_id, "step0", model, tokenizer)}
+    if tracker is not None:
+        tracker.maybe_measure(0, model)
     start, loss = time.perf_counter(), float("nan")
     for step in range(1, recipe.steps + 1):
         batch = training_batch(tokens, bos, recipe.batch_size, recipe.seq_len, generator).to(device)
         loss = train_step(model, optimizer, scheduler, batch, recipe.grad_clip)
         if step in due:
             revisions[f"step{step}"] = publish_pretrained(cache_dir, repo_id, f"step{step}", model, tokenizer)
+        if tracker is not None:
+            tracker.maybe_measure(step, model)
         if on_step is not None:
             on_step(step, loss)
     seconds = time.perf_counter() - start
@@ -418,11 +426,13 @@ def build_suite(
     threads: int | None = None,
     steps: int | None = None,
     console=None,
+    live_store: Path | None = None,
 ) -> dict:
     """Train and publish every model of `preset` into the HF cache `cache_dir`, skipping finished ones.
 
     `steps` overrides every model's step count; `threads` fixes torch's CPU threads (None: torch's default);
-    `device` is "auto" (CUDA when available), "cpu" or "cuda"; `console` (a rich Console) shows progress.
+    `device` is "auto" (CUDA when available), "cpu" or "cuda"; `console` (a rich Console) shows progress;
+    `live_store` measures each model it trains live into that store (see `train_member`).
     Returns the suite manifest (see the module docstring).
     """
     cache_dir = Path(cache_dir)
@@ -438,8 +448,21 @@ def build_suite(
         for entry in filter(None, entries):
             console.print(f"{entry['model']}: already built with this recipe, reused")
     if todo:
-        _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, device, threads, console)
-    return _suite_manifest(preset, entries)
+        _train_missing(
+            preset, members, keys, entries, todo, corpus_sha, cache_dir, device, threads, console, live_store
+        )
+    return _suite_manifest(preset, [entry for entry in entries if entry is not None])  # all filled by now
+
+
+def live_tracker(store_dir: Path, tokenizer, repo_id: str, recipe: Recipe):
+    """The Tracker of one member: its checkpoint steps, on the probe `mdyn suite ship` sweeps with (10 held-out
+    sequences of the full context, BOS first), as model `repo_id`."""
+    from dynamics.probes import embedded_probes
+    from dynamics.tracking import Tracker
+
+    probe = embedded_probes(tokenizer, 10, recipe.seq_len, bos=True)
+    schedule = checkpoint_steps(recipe.steps, recipe.n_even_checkpoints)
+    return Tracker(store_dir, probe, repo_id, schedule=schedule, total_steps=recipe.steps)
 
 
 def _finished_entry(cache_dir: Path, repo_id: str, key: str) -> dict | None:
@@ -447,7 +470,9 @@ def _finished_entry(cache_dir: Path, repo_id: str, key: str) -> dict | None:
     return entry if entry is not None and entry.get("key") == key else None
 
 
-def _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, device, threads, console) -> None:
+def _train_missing(
+    preset, members, keys, entries, todo, corpus_sha, cache_dir, device, threads, console, live_store=None
+) -> None:
     """Train the members at indices `todo` and fill in their `entries`."""
     from filelock import FileLock
 
@@ -479,7 +504,7 @@ def _train_missing(preset, members, keys, entries, todo, corpus_sha, cache_dir, 
                 # A stale repo (interrupted, or another recipe) would keep branches of its own schedule.
                 shutil.rmtree(repo_folder(cache_dir, repo_id), ignore_errors=True)
                 on_step = track(repo_id, recipe) if track else None
-                entry = train_member(arch, recipe, tokenizer, tokens, cache_dir, repo_id, device, on_step)
+                entry = train_member(arch, recipe, tokenizer, tokens, cache_dir, repo_id, device, on_step, live_store)
                 _write_entry(cache_dir, repo_id, {**entry, **suite_fields, "key": keys[i]})
                 entries[i] = read_entry(cache_dir, repo_id)  # as JSON has it, the same as on a rerun
 
@@ -552,13 +577,39 @@ SUITE_FIELDS = ("corpus", "tokenizer", "architecture_family")
 
 
 def _suite_manifest(preset: Preset, entries: list[dict]) -> dict:
-    """One manifest for the suite: the fields all models share once, then one entry per model."""
+    """One manifest for the suite: the fields all models share once, the design, then one entry per model."""
     return {
         "format": FORMAT,
         "preset": preset.name,
         "suite": preset.org,
         **{field: entries[0][field] for field in SUITE_FIELDS},
+        "design": design_record(preset),
         "models": [{k: v for k, v in entry.items() if k not in SUITE_FIELDS} for entry in entries],
+    }
+
+
+DESIGN_VARIABLES = ("n_layers", "d_model", "n_heads", "d_ff/d")
+
+
+def design_record(preset: Preset) -> dict:
+    """What varies across a preset's architectures: each design variable's levels, their correlation matrix over
+    the distinct architectures (null where a variable does not vary), and the seeds of every architecture."""
+    import numpy as np
+
+    shapes: dict[Architecture, list[int]] = {}
+    for arch, recipe in preset.members:
+        shapes.setdefault(arch, []).append(recipe.seed)
+    values = np.array([[a.n_layers, a.d_model, a.n_heads, a.d_ff / a.d_model] for a in shapes], dtype=float)
+    varies = values.std(axis=0) > 0
+    correlation = np.full((len(DESIGN_VARIABLES),) * 2, np.nan)
+    if len(values) > 1 and varies.any():
+        correlation[np.ix_(varies, varies)] = np.corrcoef(values[:, varies], rowvar=False)
+    return {
+        "variables": list(DESIGN_VARIABLES),
+        "levels": {name: sorted(set(values[:, i].tolist())) for i, name in enumerate(DESIGN_VARIABLES)},
+        "correlation": [[None if np.isnan(c) else round(float(c), 4) for c in row] for row in correlation],
+        "architectures": len(shapes),
+        "seeds": {repo_name(a, Recipe(steps=1, lr=1.0)): seeds for a, seeds in shapes.items()},
     }
 
 
@@ -608,22 +659,30 @@ def _progress(console):
 
 
 def architectures_table(manifest: dict):
-    """The suite's architectures table (model, n_layers, d_model, n_heads, d_ff, n_params, source) as polars."""
+    """The suite's architectures table as polars: model, n_layers, d_model, n_heads, d_ff, n_params, the recipe
+    (total_steps, peak_lr, tokens_per_step, seed) and the source of the numbers."""
     import polars as pl
 
     cols = ("model", "n_layers", "d_model", "n_heads", "d_ff", "n_params")
-    source = f"mdyn suite build --preset {manifest['preset']}: config.json; n_params counted from the weights"
-    return pl.DataFrame(
-        [{**{c: m[c] for c in cols}, "source": source} for m in manifest["models"]],
-        schema={
-            "model": pl.String,
-            "n_layers": pl.Int64,
-            "d_model": pl.Int64,
-            "n_heads": pl.Int64,
-            "d_ff": pl.Int64,
-            "n_params": pl.Int64,
-            "source": pl.String,
-        },
+    source = (
+        f"mdyn suite build --preset {manifest['preset']}: config.json; n_params counted from the weights; "
+        "the recipe from the manifest"
+    )
+    rows = [
+        {
+            **{c: m[c] for c in cols},
+            "total_steps": m["recipe"]["steps"],
+            "peak_lr": m["recipe"]["lr"],
+            "tokens_per_step": m["recipe"]["batch_size"] * m["recipe"]["seq_len"],
+            "seed": m["recipe"]["seed"],
+            "source": source,
+        }
+        for m in manifest["models"]
+    ]
+    ints = ("n_layers", "d_model", "n_heads", "d_ff", "n_params", "total_steps", "tokens_per_step", "seed")
+    schema = {"model": pl.String, **dict.fromkeys(ints, pl.Int64), "peak_lr": pl.Float64, "source": pl.String}
+    return pl.DataFrame(rows, schema=schema).select(
+        "model", *cols[1:], "total_steps", "peak_lr", "tokens_per_step", "seed", "source"
     )
 
 

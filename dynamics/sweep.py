@@ -4,11 +4,13 @@ Every revision ends as one ledger row (a `Status`), and a measured revision as o
 written atomically under the store lock, so a sweep killed at any point resumes where it stopped and a rerun
 measures only what is missing. The next revision is fetched in a background thread while the current one is
 measured, so at most two snapshots are on disk. `mdyn measure`, `mdyn sweep` and each Slurm task all run
-revisions through `run`, so there is one measurement path.
+revisions through `run`, so there is one measurement path. With `Settings.sites` beyond the residual stream, a
+revision also gets a sites shard (`store.SITES`), and it counts as measured only once that shard holds every
+requested site.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +18,12 @@ from pathlib import Path
 import polars as pl
 
 from dynamics import store
-from dynamics.probes import PROBE_KINDS, ProbeSet, make_probes, resolve_seq_len
+from dynamics.probes import PROBE_KINDS, ProbeSet, make_probes, read_text_file, resolve_seq_len
 from dynamics.revisions import PYTHIA, Scheme, select
 from dynamics.sources import CheckpointSource, HubSource
+from dynamics.sublayers import check_site_names
 from dynamics.weights import Fingerprint, check_weights
-from fitting.contracts import Status, ledger_row
+from fitting.contracts import Architecture, Status, from_config, ledger_row
 from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError
 
 
@@ -34,9 +37,10 @@ class Settings:
     seq_len: int | None = None
     dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 1
+    batch_size: int | None = None  # None: as many sequences per forward pass as fit (measure.auto_batch_size)
     reduce_dtype: str = "float32"
     bos: bool = False
+    sites: tuple[str, ...] = ("residual",)  # fitting.contracts.SITES; the residual stream alone is the default
 
     def check(self) -> "Settings":
         """Itself, once every option is known to be usable; a UserError naming the first bad one otherwise.
@@ -47,16 +51,30 @@ class Settings:
         from dynamics.models import resolve_device, resolve_dtype
 
         choices = {"--probe": (self.probe, PROBE_KINDS), "--reduce-dtype": (self.reduce_dtype, tuple(REDUCE_DTYPES))}
-        for option, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise UserError(f"unknown {option} {value!r}; use one of {', '.join(allowed)}")
-        for option, value in (("--n-seq", self.n_seq), ("--batch-size", self.batch_size)):
-            if value < 1:
-                raise UserError(f"{option} must be at least 1, got {value}")
+        for option, (choice, allowed) in choices.items():
+            if choice not in allowed:
+                raise UserError(f"unknown {option} {choice!r}; use one of {', '.join(allowed)}")
+        for option, count in (("--n-seq", self.n_seq), ("--batch-size", self.batch_size or 1)):
+            if count < 1:
+                raise UserError(f"{option} must be at least 1, got {count}")
         if self.seq_len is not None and self.seq_len < (2 if self.bos else 1):
             raise UserError(f"--seq-len must be at least {2 if self.bos else 1}, got {self.seq_len}")
         resolve_dtype(self.dtype, resolve_device(self.device))
+        check_site_names(self.sites)
+        for path in self.probe_text:
+            read_text_file(path)
         return self
+
+    def site_table(self) -> frozenset[str]:
+        """The sites the sites table gets: none when only the residual stream (the measurements) is asked for."""
+        return frozenset(self.sites) if set(self.sites) - {"residual"} else frozenset()
+
+
+def complete(root: Path, model: str, revision: str, probe_id: str, settings: Settings) -> bool:
+    """Whether the store holds everything `settings` asks of one revision: its measurements and requested sites."""
+    if not store.shard_path(root, store.MEASUREMENTS, model, revision, probe_id).is_file():
+        return False
+    return settings.site_table() <= store.shard_sites(root, model, revision, probe_id)
 
 
 @dataclass
@@ -68,6 +86,8 @@ class Plan:
     to_measure: dict[str, int | None]
     settled: list[dict] = field(default_factory=list)  # ledger rows of missing and duplicate revisions
     already: int = 0  # selected revisions that the store already holds
+    notes: dict[str, str] = field(default_factory=dict)  # why a revision is measured, put before its ledger detail
+    n_params: int | None = None  # the model's parameter count, from its config (Slurm sizes its tasks by it)
 
 
 def plan(
@@ -85,7 +105,7 @@ def plan(
 def plan_revisions(
     source: CheckpointSource,
     root: Path,
-    chosen: dict[str, int | None],
+    chosen: Mapping[str, int | None],
     settings: Settings,
     lock_timeout: float = store.DEFAULT_LOCK_TIMEOUT_S,
 ) -> Plan:
@@ -95,52 +115,68 @@ def plan_revisions(
     Duplicates (weights byte-identical to another revision's, docs/science.md §7) are found from the fingerprints,
     before any download; the lowest step of each group is measured, the others point to it.
     """
-    probe = _probe(source, next(reversed(chosen)), settings)
+    probe, architecture, n_params = _probe(source, list(chosen)[-1], settings)
     root = store.check_writable(root)
     with store.store_lock(root, lock_timeout):
-        store.claim_model(root, source.model, source.origin)
+        store.claim_model(root, source.model, source.origin, architecture)
         store.set_aside_unreadable(root, source.model)
     held = store.measured_revisions(root, source.model, probe.probe_id)
-    done = set(held["revision"])
-    result = Plan(model=source.model, probe=probe, to_measure={}, already=sum(rev in done for rev in chosen))
+    measured = set(held["revision"])
+    done = {rev for rev in measured if complete(root, source.model, rev, probe.probe_id, settings)}
+    result = Plan(
+        model=source.model, probe=probe, to_measure={}, already=sum(rev in done for rev in chosen), n_params=n_params
+    )
     # weights sha256 -> the lowest-step revision already measured with them
     known = {sha: rev for rev, _, sha in reversed(held.rows())}
+    prints = fingerprints(source, [rev for rev in chosen if rev not in measured])
+
+    def settle(rev: str, step: int | None, status: Status, detail: str, **columns) -> None:
+        result.settled.append(ledger_row(source.model, rev, step, probe.probe_id, status, detail, **columns))
+
     for rev, step in chosen.items():
         if rev in done:
             if not store.shard_path(root, store.LEDGER, source.model, rev, probe.probe_id).is_file():
                 # killed between writing the shard and its ledger row
-                result.settled.append(
-                    ledger_row(
-                        source.model,
-                        rev,
-                        step,
-                        probe.probe_id,
-                        Status.OK,
-                        "ledger row restored from the measurement shard",
-                    )
-                )
+                settle(rev, step, Status.OK, "ledger row restored from the measurement shard")
             continue
-        try:
-            sha = source.fingerprint(rev).weights_sha256
-        except MissingCheckpoint as err:
-            result.settled.append(ledger_row(source.model, rev, step, probe.probe_id, Status.MISSING, str(err)))
+        if rev in measured:  # measured before without some requested site
+            result.to_measure[rev] = step
+            continue
+        sha = prints[rev]
+        if isinstance(sha, MissingCheckpoint):
+            settle(rev, step, Status.MISSING, str(sha))
             continue
         if sha in known:
-            result.settled.append(
-                ledger_row(
-                    source.model,
-                    rev,
-                    step,
-                    probe.probe_id,
-                    Status.DUPLICATE,
-                    f"weights identical to {known[sha]} (sha256 {sha[:12]})",
-                    duplicate_of=known[sha],
-                )
+            settle(
+                rev,
+                step,
+                Status.DUPLICATE,
+                f"weights identical to {known[sha]} (sha256 {sha[:12]})",
+                duplicate_of=known[sha],
             )
             continue
         known[sha] = rev
         result.to_measure[rev] = step
     return result
+
+
+# Fingerprints ask the hub for one file listing per revision; a few at a time hide the round trips' latency.
+FINGERPRINT_WORKERS = 8
+
+
+def fingerprints(source: CheckpointSource, revisions: list[str]) -> dict[str, str | MissingCheckpoint]:
+    """Each revision's weights sha256 (or the MissingCheckpoint saying it has none), asked concurrently."""
+
+    def one(rev: str) -> str | MissingCheckpoint:
+        try:
+            return source.fingerprint(rev).weights_sha256
+        except MissingCheckpoint as err:
+            return err
+
+    if len(revisions) < 2:
+        return {rev: one(rev) for rev in revisions}
+    with ThreadPoolExecutor(min(FINGERPRINT_WORKERS, len(revisions))) as pool:
+        return dict(zip(revisions, pool.map(one, revisions)))
 
 
 @dataclass(frozen=True)
@@ -177,38 +213,46 @@ class Measurer:
 
     def __call__(self, revision: str, step: int | None, fetched: Fetched) -> dict:
         """The ledger row of one revision, after writing its measurement shard when it could be measured."""
-        from dynamics.measure import measure
+        from dynamics.measure import MEASURE_COLUMNS, auto_batch_size, measure_sites
         from dynamics.weights import load_weights
 
         seconds_measure = None
         try:
             if fetched.error is not None:
                 raise fetched.error
+            assert fetched.folder is not None and fetched.fingerprint is not None  # a fetch without an error has both
             check_weights(fetched.folder)
             start = time.perf_counter()
             if self.model is None or not load_weights(self.model, fetched.folder):
                 from dynamics.models import load_model
 
                 self.model = load_model(fetched.folder, self.dtype, self.device)
-            stats = measure(
+            sites = self.settings.site_table()
+            batch_size = self.settings.batch_size or auto_batch_size(self.model, *self.probe.token_ids.shape)
+            measured = measure_sites(
                 self.model,
                 self.probe.token_ids,
-                batch_size=self.settings.batch_size,
+                ("residual", *sites),
+                batch_size=batch_size,
                 reduce_dtype=self.settings.reduce_dtype,
             )
-            rows = store.as_measurements(
-                stats,
-                model=self.model_id,
-                revision=revision,
-                step=step,
-                commit=fetched.fingerprint.commit,
-                weights_sha256=fetched.fingerprint.weights_sha256,
-                probe_id=self.probe.probe_id,
-                dtype=str(self.dtype).removeprefix("torch."),
-                device=str(self.device),
-            )
+            stats = measured.filter(pl.col("site") == "residual").select(MEASURE_COLUMNS)
+            provenance = {
+                "model": self.model_id,
+                "revision": revision,
+                "step": step,
+                "commit": fetched.fingerprint.commit,
+                "weights_sha256": fetched.fingerprint.weights_sha256,
+                "probe_id": self.probe.probe_id,
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device),
+            }
             with store.store_lock(self.root, self.lock_timeout):
-                store.write_shard(self.root, store.MEASUREMENTS, rows)
+                shard = store.shard_path(self.root, store.MEASUREMENTS, self.model_id, revision, self.probe.probe_id)
+                if not shard.is_file():  # else measured before without some site: its measurements stay as they were
+                    store.write_shard(self.root, store.MEASUREMENTS, store.as_measurements(stats, **provenance))
+                if sites:
+                    self._write_sites(measured.filter(pl.col("site").is_in(list(sites))), revision, provenance)
             seconds_measure = time.perf_counter() - start
             nonfinite = int(stats["n_nonfinite"].sum())
             status, detail = (
@@ -230,6 +274,16 @@ class Measurer:
             seconds_fetch=fetched.seconds,
             seconds_measure=seconds_measure,
         )
+
+    def _write_sites(self, rows: pl.DataFrame, revision: str, provenance: dict) -> None:
+        """Write the sites shard of one revision, keeping the rows of sites an earlier sweep measured and this one
+        did not; call it under the store lock."""
+        stamped = store.as_sites(rows, seq_len=self.probe.seq_len, **provenance)
+        path = store.shard_path(self.root, store.SITES, self.model_id, revision, self.probe.probe_id)
+        if path.is_file():
+            earlier = store.conform(pl.read_parquet(path), store.SITES.schema)
+            stamped = pl.concat([earlier.filter(~pl.col("site").is_in(list(rows["site"].unique()))), stamped])
+        store.write_shard(self.root, store.SITES, stamped)
 
 
 def run(
@@ -262,9 +316,12 @@ def run(
         pending: Future | None = pool.submit(fetch, order[0][0]) if order else None
         for i, (rev, step) in enumerate(order):
             current, pending = pending, None
+            assert current is not None  # each revision's fetch was submitted before its turn
             if prefetch and i + 1 < len(order):
                 pending = pool.submit(fetch, order[i + 1][0])
             row = measure_one(rev, step, current.result())
+            if the_plan.notes.get(rev):
+                row["detail"] = "; ".join(filter(None, [the_plan.notes[rev], row["detail"]]))
             rows.append(row)
             write_ledger(root, row, lock_timeout)
             source.evict(rev)
@@ -288,8 +345,17 @@ def write_ledger(root: Path, row: dict, lock_timeout: float = store.DEFAULT_LOCK
         store.write_shard(root, store.LEDGER, pl.DataFrame([row], schema=store.LEDGER.schema))
 
 
-def _probe(source: CheckpointSource, revision: str, settings: Settings) -> ProbeSet:
-    """The probe set of a sweep, built with the tokenizer and context of one of its revisions.
+def parameter_count(arch: Architecture, vocab_size: int) -> int:
+    """About how many parameters a decoder of this shape has: attention and MLP weights per block, untied
+    input and output embeddings (biases and norms are a rounding error)."""
+    return arch.n_layers * (4 * arch.d_model**2 + 2 * arch.d_model * arch.d_ff) + 2 * vocab_size * arch.d_model
+
+
+def _probe(
+    source: CheckpointSource, revision: str, settings: Settings
+) -> tuple[ProbeSet, Architecture | None, int | None]:
+    """The probe set of a sweep, built with the tokenizer and context of one of its revisions, the architecture
+    its config describes and its parameter count (both None when the config does not say).
 
     `--probe auto` means the paper's probe for a hub repo read online and the embedded corpus otherwise
     (an offline cache or folder rarely holds the paper's probe dataset). The revision's config must name a
@@ -298,11 +364,11 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
     """
     from transformers import AutoConfig
 
-    from dynamics.layers import check_model_type
     from dynamics.models import load_tokenizer
+    from dynamics.sublayers import check_sites
 
-    folder = source.fetch_tokenizer(revision)
     try:
+        folder = source.fetch_tokenizer(revision)
         try:
             config = AutoConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
@@ -310,10 +376,10 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
                 f"cannot read the config of {source.model}@{revision} ({str(err).splitlines()[0][:160]}); "
                 "check that its config.json names a model type transformers supports"
             ) from None
-        check_model_type(config)
         seq_len = resolve_seq_len(config, settings.seq_len)
+        check_sites(config, settings.sites, seq_len)
         online = isinstance(source, HubSource) and not source.offline
-        return make_probes(
+        probe = make_probes(
             settings.probe,
             list(settings.probe_text),
             load_tokenizer(folder),
@@ -322,5 +388,10 @@ def _probe(source: CheckpointSource, revision: str, settings: Settings) -> Probe
             hub_model=online,
             bos=settings.bos,
         )
+        try:
+            architecture = from_config(config)
+        except UserError:  # recorded for `mdyn train` where the config says; measurement does not need it
+            return probe, None, None
+        return probe, architecture, parameter_count(architecture, getattr(config, "vocab_size", 0) or 0)
     finally:
         source.evict(revision, measured=False)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import SupportsIndex
+from typing import Any, SupportsIndex
 
 import numpy as np
 import polars as pl
@@ -165,7 +165,7 @@ def forecast(
         with np.errstate(invalid="ignore"):
             massive = int(np.sum((last_top1 > rule.magnitude) & (last_top1 >= rule.ratio * last_median)))
         target = int(steps[-1] if target_step is None else target_step)
-        row = {
+        row: dict[str, Any] = {
             "model": model,
             "layer": layer,
             "step": int(steps[-1]),

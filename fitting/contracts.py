@@ -7,9 +7,13 @@ column added or renamed in one place is seen everywhere (docs/science.md §1 def
 """
 
 import importlib.metadata
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -41,6 +45,31 @@ MEASUREMENT_SCHEMA = {
     "measured_at": pl.Datetime("us", "UTC"),
     "package_version": pl.String,
 }
+
+# Where in a decoder block a statistic is read (docs/science.md §10): the block output (the measurements), the
+# attention and MLP sublayer outputs, the input of the MLP's output projection (the super-weight channel) and the
+# attention paid to position 0 (the sink).
+SITES = ("residual", "attn", "mlp", "mlp_in", "sink")
+
+
+def _insert_after(schema: dict, key: str, **columns: pl.DataType | type[pl.DataType]) -> dict:
+    """`schema` with `columns` inserted right after `key`, keeping the order of everything else."""
+    items = list(schema.items())
+    at = [name for name, _ in items].index(key) + 1
+    return dict(items[:at] + list(columns.items()) + items[at:])
+
+
+# One row per (revision, sequence, layer, site). top1 ... n_nonfinite are the |x| statistics of MEASUREMENT_SCHEMA
+# (null for the sink); sink_mass and sink_rate only for the sink (null elsewhere), and n_nonfinite of a sink row
+# counts its non-finite per-head shares. seq_len (tokens per probe sequence) is kept because a sink rate depends on it
+# (docs/science.md §10.1).
+SITE_SCHEMA = _insert_after(
+    _insert_after(MEASUREMENT_SCHEMA, "layer", site=pl.String),
+    "n_nonfinite",
+    sink_mass=pl.Float64,
+    sink_rate=pl.Float64,
+    seq_len=pl.Int32,
+)
 
 
 class Status(StrEnum):
@@ -134,7 +163,7 @@ class Architecture:
     n_heads: int
     d_ff: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_ff"):
             value = getattr(self, name)
             # numpy integers come from tables; a bool is an int to Python but never a layer count.
@@ -149,6 +178,68 @@ class Architecture:
             )
 
 
+# Config field names per quantity, across GPT-NeoX / LLaMA-family (first) and GPT-2 (second) configs.
+CONFIG_FIELDS = {
+    "n_layers": ("num_hidden_layers", "n_layer"),
+    "d_model": ("hidden_size", "n_embd"),
+    "n_heads": ("num_attention_heads", "n_head"),
+    "d_ff": ("intermediate_size", "n_inner"),
+}
+
+
+def from_spec(layers: int, hidden: int, heads: int, ffn: int | None = None) -> Architecture:
+    """An architecture from the command-line spec; the MLP width defaults to 4 * hidden."""
+    return Architecture(layers, hidden, heads, 4 * hidden if ffn is None else ffn)
+
+
+class ConfigObject(Protocol):
+    """What `from_config` reads of a transformers config (PretrainedConfig has it)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def from_config(config: ConfigObject | Mapping[str, Any] | str | Path) -> Architecture:
+    """An architecture from a transformers config object, a config dict, or the path of a config.json (or its folder).
+
+    GPT-2's `n_inner: null` means 4 * n_embd, as in transformers.
+    """
+    if isinstance(config, (str, Path)):
+        fields, where = _read_config_json(Path(config))
+    elif isinstance(config, Mapping):
+        fields, where = dict(config), "the config"
+    elif hasattr(config, "to_dict"):
+        fields, where = config.to_dict(), f"the {type(config).__name__}"
+    else:
+        raise UserError(
+            f"cannot read an architecture from a {type(config).__name__}: pass a transformers config, a dict, "
+            "or the path of a config.json"
+        )
+    values = {}
+    for name, keys in CONFIG_FIELDS.items():
+        key = next((k for k in keys if k in fields), None)
+        if key is None:
+            raise UserError(f"{where} has no {' or '.join(keys)}: add the {FIELD_MEANINGS[name]} to it")
+        values[name] = fields[key]
+    if values["d_ff"] is None:  # GPT-2 writes n_inner: null for the default width
+        values["d_ff"] = 4 * values["d_model"]
+    return Architecture(**values)
+
+
+def _read_config_json(path: Path) -> tuple[dict, str]:
+    """The fields of a config.json given as the file or its folder."""
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no config file at {path}: pass the path of a model's config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}): pass a model's config.json") from None
+    if not isinstance(fields, dict):
+        raise UserError(f"{path} holds a JSON {type(fields).__name__}, not an object: pass a model's config.json")
+    return fields, str(path)
+
+
 def package_version() -> str:
     """The installed massive-dynamics version, or 'unknown' when running from a source tree that is not installed."""
     try:
@@ -157,7 +248,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def require_columns(table: pl.DataFrame, columns, what: str) -> None:
+def require_columns(table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
     """Raise UserError unless `table` has every one of `columns`; `what` names the table in the message."""
     missing = [c for c in columns if c not in table.columns]
     if missing:

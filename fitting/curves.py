@@ -1,16 +1,27 @@
 """The emergence curve of paper Eq. 9, its Jacobian, the Eq. 14 form, its peak time and the rival curves."""
 
+from typing import overload
+
 import numpy as np
+import numpy.typing as npt
 from scipy.special import lambertw
 
+# A parameter: one value, or an array of values that broadcasts against t.
+Value = float | np.ndarray
 
-def emergence(t, A, lam, gamma, t0, K):
+
+# With a scalar step and scalar parameters each curve returns a float (a NumPy float64), otherwise an array.
+@overload
+def emergence(t: float, A: float, lam: float, gamma: float, t0: float, K: float) -> float: ...
+@overload
+def emergence(t: npt.ArrayLike, A: Value, lam: Value, gamma: Value, t0: Value, K: Value) -> np.ndarray: ...
+def emergence(t: npt.ArrayLike, A: Value, lam: Value, gamma: Value, t0: Value, K: Value) -> float | np.ndarray:
     """f(t) = A * exp(-lam * x) * log(x) + K with x = gamma * t + t0 (paper Eq. 9); t in training steps."""
     x = gamma * np.asarray(t, dtype=float) + t0
     return A * np.exp(-lam * x) * np.log(x) + K
 
 
-def emergence_jacobian(t, A, lam, gamma, t0, K):
+def emergence_jacobian(t: npt.ArrayLike, A: float, lam: float, gamma: float, t0: float, K: float) -> np.ndarray:
     """Partial derivatives of Eq. 9 by (A, lam, gamma, t0, K): an array of shape (len(t), 5)."""
     t = np.asarray(t, dtype=float)
     x = gamma * t + t0
@@ -20,26 +31,34 @@ def emergence_jacobian(t, A, lam, gamma, t0, K):
     return np.column_stack([decay * log_x, -A * x * decay * log_x, d_x * t, d_x, np.ones_like(t)])
 
 
-def emergence_eq14(t, A1, A2, beta, tau0, K):
+@overload
+def emergence_eq14(t: float, A1: float, A2: float, beta: float, tau0: float, K: float) -> float: ...
+@overload
+def emergence_eq14(t: npt.ArrayLike, A1: Value, A2: Value, beta: Value, tau0: Value, K: Value) -> np.ndarray: ...
+def emergence_eq14(t: npt.ArrayLike, A1: Value, A2: Value, beta: Value, tau0: Value, K: Value) -> float | np.ndarray:
     """f(t) = exp(-beta * t) * (A1 * log(t + tau0) + A2) + K (paper Eq. 14), the same family as Eq. 9."""
     t = np.asarray(t, dtype=float)
     return np.exp(-beta * t) * (A1 * np.log(t + tau0) + A2) + K
 
 
-def eq9_to_eq14(A, lam, gamma, t0, K):
+def eq9_to_eq14(A: Value, lam: Value, gamma: Value, t0: Value, K: Value) -> tuple[Value, Value, Value, Value, Value]:
     """(A, lam, gamma, t0, K) of Eq. 9 -> (A1, A2, beta, tau0, K) of Eq. 14."""
     A1 = A * np.exp(-lam * t0)
     return A1, A1 * np.log(gamma), lam * gamma, t0 / gamma, K
 
 
-def eq14_to_eq9(A1, A2, beta, tau0, K):
+def eq14_to_eq9(A1: Value, A2: Value, beta: Value, tau0: Value, K: Value) -> tuple[Value, Value, Value, Value, Value]:
     """(A1, A2, beta, tau0, K) of Eq. 14 -> (A, lam, gamma, t0, K) of Eq. 9; needs A1 != 0."""
     gamma = np.exp(A2 / A1)
     # lam * t0 = beta * tau0, so A follows without the round trip through gamma.
     return A1 * np.exp(beta * tau0), beta / gamma, gamma, tau0 * gamma, K
 
 
-def t_peak(lam, gamma, t0):
+@overload
+def t_peak(lam: float, gamma: float, t0: float) -> float: ...
+@overload
+def t_peak(lam: Value, gamma: Value, t0: Value) -> float | np.ndarray: ...
+def t_peak(lam: Value, gamma: Value, t0: Value) -> float | np.ndarray:
     """Training step of the curve's extremum, solving lam * x * log(x) = 1 by Lambert W; NaN if not observable.
 
     x* = exp(W(1/lam)); t_peak = (x* - t0) / gamma. With lam <= 0 the curve rises forever (no peak); a peak
@@ -53,17 +72,29 @@ def t_peak(lam, gamma, t0):
     return float(t) if t.ndim == 0 else t
 
 
-def log_rise(t, A, gamma, K):
+@overload
+def log_rise(t: float, A: float, gamma: float, K: float) -> float: ...
+@overload
+def log_rise(t: npt.ArrayLike, A: Value, gamma: Value, K: Value) -> np.ndarray: ...
+def log_rise(t: npt.ArrayLike, A: Value, gamma: Value, K: Value) -> float | np.ndarray:
     """f(t) = A * log(gamma * t + 1) + K: Eq. 9 with lam = 0 (no peak) and t0 = 1, which K absorbs."""
     return A * np.log1p(gamma * np.asarray(t, dtype=float)) + K
 
 
-def first_order_step(t, K, tau):
+@overload
+def first_order_step(t: float, K: float, tau: float) -> float: ...
+@overload
+def first_order_step(t: npt.ArrayLike, K: Value, tau: Value) -> np.ndarray: ...
+def first_order_step(t: npt.ArrayLike, K: Value, tau: Value) -> float | np.ndarray:
     """f(t) = K * (1 - exp(-t / tau)): the first-order step response the paper compares against (Table 5)."""
     return K * -np.expm1(-np.asarray(t, dtype=float) / tau)
 
 
-def second_order_step(t, K, zeta, omega_n):
+@overload
+def second_order_step(t: float, K: float, zeta: float, omega_n: float) -> float: ...
+@overload
+def second_order_step(t: npt.ArrayLike, K: Value, zeta: Value, omega_n: Value) -> np.ndarray: ...
+def second_order_step(t: npt.ArrayLike, K: Value, zeta: Value, omega_n: Value) -> float | np.ndarray:
     """Unit-step response of a second-order system scaled by K (paper Table 5); omega_n in radians per step.
 
     f(t) = K * (1 - exp(-zeta * omega_n * t) * (c(t) + zeta * omega_n * s(t))) where, with
@@ -86,7 +117,7 @@ def second_order_step(t, K, zeta, omega_n):
     return K * (1.0 - np.where(zeta < 1.0, under, over))
 
 
-def second_order_peak(zeta, omega_n):
+def second_order_peak(zeta: float, omega_n: float) -> float:
     """Time of the first overshoot peak of the second-order step response, pi / omega_d; NaN unless zeta < 1."""
     if not (0.0 <= zeta < 1.0) or omega_n <= 0:
         return float("nan")

@@ -27,3 +27,7 @@ class UnreadableShardWarning(UserWarning):
 
 class ExtrapolationWarning(UserWarning):
     """A feature of a planned architecture lies outside the range the predictor was trained on."""
+
+
+class MassiveActivationWarning(UserWarning):
+    """A layer of a tracked run measured, or is forecast to reach, a massive activation (Sun et al.'s rule)."""

@@ -8,10 +8,14 @@ conversion is affine per parameter.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import lmfit
+import lmfit.model
 import numpy as np
+import numpy.typing as npt
 
 from fitting.curves import (
     emergence,
@@ -22,7 +26,7 @@ from fitting.curves import (
     second_order_step,
     t_peak,
 )
-from fitting.search import ShapeSearch
+from fitting.search import Bounds, Grid, Shape, ShapeSearch
 
 MIN_POINTS = 6
 
@@ -33,7 +37,7 @@ AMPLITUDE, LEVEL, RATE, TIME, PURE = "amplitude", "level", "rate", "time", "pure
 # itself: for n ~ 150 points that is a change of chi^2 below 2e-3, statistically nothing, and it stops the
 # endless creep towards an optimum at infinity that noisy, weakly determined series have. Noise-free series
 # still converge to machine precision (xtol, gtol), since each iteration there removes most of the residual.
-TOLERANCES = {"ftol": 1e-5, "xtol": 1e-12, "gtol": 1e-12, "x_scale": "jac"}
+TOLERANCES: dict[str, float | str] = {"ftol": 1e-5, "xtol": 1e-12, "gtol": 1e-12, "x_scale": "jac"}
 EXPLORE = TOLERANCES | {"max_nfev": 15}  # each start: only the best start goes on
 REFINE = TOLERANCES | {"max_nfev": 1000}
 LMFIT_NFEV = 200  # the final lmfit fit starts at the optimum and stops after a few evaluations
@@ -44,12 +48,13 @@ class CurveFit:
     """Outcome of fitting one hypothesis to one series, in training steps and the series' units.
 
     `stderr` is None when the covariance is unavailable; `message` then says why. `params` is empty when
-    the series could not be fitted at all (too few points, constant series).
+    the series could not be fitted at all (too few points, constant series). `covar` is the parameters'
+    covariance (lmfit's, scaled by the reduced chi-square) in the order of `params`, or None with `stderr`.
     """
 
     hypothesis: str
-    params: dict = field(default_factory=dict)
-    stderr: dict | None = None
+    params: dict[str, float] = field(default_factory=dict)
+    stderr: dict[str, float] | None = None
     r2: float = math.nan
     aic: float = math.nan
     bic: float = math.nan
@@ -57,6 +62,7 @@ class CurveFit:
     success: bool = False
     message: str = ""
     t_peak: float = math.nan
+    covar: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -67,16 +73,16 @@ class Normalisation:
     y_shift: float
     y_scale: float
 
-    def factor(self, unit):
+    def factor(self, unit: str) -> float:
         """Multiplier taking a parameter of this unit (and its standard error) back to original units."""
         return {AMPLITUDE: self.y_scale, LEVEL: self.y_scale, RATE: 1.0 / self.t_scale, TIME: self.t_scale, PURE: 1.0}[
             unit
         ]
 
-    def to_original(self, unit, value):
+    def to_original(self, unit: str, value: float) -> float:
         return value * self.factor(unit) + (self.y_shift if unit == LEVEL else 0.0)
 
-    def to_normalised(self, unit, value):
+    def to_normalised(self, unit: str, value: float) -> float:
         return (value - (self.y_shift if unit == LEVEL else 0.0)) / self.factor(unit)
 
 
@@ -92,43 +98,44 @@ class CurveModel(lmfit.Model):
     """
 
     hypothesis = ""
-    units: dict = {}
+    units: dict[str, str] = {}
     amplitude = "A"
     level: str | None = "K"
-    shape_bounds: dict = {}
-    eq9_fixed: dict | None = None
-    jacobian = None
+    shape_bounds: Bounds = {}
+    eq9_fixed: dict[str, float] | None = None
+    jacobian: Callable[..., np.ndarray] | None = None
 
-    def __init__(self, func, **kws):
+    def __init__(self, func: Callable[..., np.ndarray], **kws: Any) -> None:
         kws.setdefault("nan_policy", "omit")
         super().__init__(func, independent_vars=["t"], **kws)
         for name, (low, _) in self.shape_bounds.items():
             self.set_param_hint(name, min=0.0 if low == 0 else np.finfo(float).tiny)
 
-    def _unit_coefficients(self):
+    def _unit_coefficients(self) -> dict[str, float]:
         return {self.amplitude: 1.0} | ({self.level: 0.0} if self.level else {})
 
-    def basis(self, t, **shape):
+    def basis(self, t: np.ndarray, **shape: float | np.ndarray) -> np.ndarray:
         """The curve with amplitude 1 and baseline 0."""
         return self.func(t, **self._unit_coefficients(), **shape)
 
-    def basis_jacobian(self, t, **shape):
+    def basis_jacobian(self, t: np.ndarray, **shape: float) -> np.ndarray:
         """Derivatives of `basis` by the shape parameters, shape (len(t), len(shape_bounds))."""
+        assert self.jacobian is not None, f"{self.hypothesis} has no analytic Jacobian"  # _search checks first
         full = self.jacobian(t, **self._unit_coefficients(), **shape)
         return full[:, [self.param_names.index(name) for name in self.shape_bounds]]
 
-    def regimes(self, t):
+    def regimes(self, t: np.ndarray) -> list[Grid]:
         """Grids of shape values (dicts of equal-length arrays, normalised units), one per regime of the curve."""
         return []
 
-    def starts(self, data, t):
+    def starts(self, data: np.ndarray, t: np.ndarray) -> list[Shape]:
         """Shape values to start from: the guess, then the best grid point of each regime."""
         search = self._search(t, data)
         guess = self.guess(data, t).valuesdict()
         found = [search.best_of_grid(grid) for grid in self.regimes(t)]
         return [{n: guess[n] for n in self.shape_bounds}] + [s for s in found if s is not None]
 
-    def _search(self, t, data):
+    def _search(self, t: np.ndarray, data: np.ndarray) -> ShapeSearch:
         return ShapeSearch(
             self.basis,
             self.shape_bounds,
@@ -138,11 +145,15 @@ class CurveModel(lmfit.Model):
             None if self.jacobian is None else self.basis_jacobian,
         )
 
-    def peak(self, values):
+    def peak(self, values: Shape) -> float:
         """Training step of the curve's peak for these parameter values; NaN when it has none."""
         return math.nan
 
-    def bounded_params(self, values):
+    def remark(self, values: Shape) -> str | None:
+        """What a reader should know about these fitted values (a limit the fit ran into), or None."""
+        return None
+
+    def bounded_params(self, values: Shape) -> lmfit.Parameters:
         """Parameters at these values (normalised units), bounded by the search box."""
         params = self.make_params()
         for name, (low, high) in self.shape_bounds.items():
@@ -151,17 +162,20 @@ class CurveModel(lmfit.Model):
             params[name].set(value=float(np.clip(value, params[name].min, params[name].max)))
         return params
 
-    def _fit_kws(self):
+    def _fit_kws(self) -> dict[str, object]:
         return TOLERANCES | ({"jac": self._residual_jacobian} if self.jacobian is not None else {})
 
-    def _residual_jacobian(self, params, data, weights, t):
+    def _residual_jacobian(
+        self, params: lmfit.Parameters, data: np.ndarray, weights: np.ndarray | None, t: np.ndarray
+    ) -> np.ndarray:
         values = params.valuesdict()
+        assert self.jacobian is not None, f"{self.hypothesis} has no analytic Jacobian"  # _fit_kws checks first
         full = self.jacobian(t, **{name: values[name] for name in self.param_names})
         varying = [i for i, name in enumerate(self.param_names) if params[name].vary]
         return -full[:, varying]  # lmfit's residual is data - model
 
 
-def _grid(**axes):
+def _grid(**axes: npt.ArrayLike) -> Grid:
     """All combinations of the given axes, as a dict of flat arrays."""
     mesh = np.meshgrid(*axes.values(), indexing="ij")
     return {name: m.ravel() for name, m in zip(axes, mesh)}
@@ -176,10 +190,10 @@ class EmergenceModel(CurveModel):
     eq9_fixed = {}
     jacobian = staticmethod(emergence_jacobian)
 
-    def __init__(self, **kws):
+    def __init__(self, **kws: Any) -> None:
         super().__init__(emergence, **kws)
 
-    def guess(self, data, t, **kws):
+    def guess(self, data: npt.ArrayLike, t: npt.ArrayLike, **kws: Any) -> lmfit.Parameters:
         """The paper's initial guess: A = range(y), K = min(y) + A / 2, lam = 1 / std(t), gamma = 1 / range(t)."""
         data, t = np.asarray(data, float), np.asarray(t, float)
         amplitude = float(np.ptp(data))
@@ -192,7 +206,7 @@ class EmergenceModel(CurveModel):
         )
         return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
-    def regimes(self, t):
+    def regimes(self, t: np.ndarray) -> list[Grid]:
         """Slow logarithmic rise, mid-course peak, early peak then decay (three ranges of lam), each starting
         below its baseline (t0 < 1, log x < 0 at step 0) or above it."""
         gamma = np.logspace(-1.0, 5.0, 13) / float(np.ptp(t))
@@ -202,7 +216,7 @@ class EmergenceModel(CurveModel):
             for t0 in ((0.03, 0.1, 0.3, 0.6), (1.0, 1.5, 2.5, 5.0))
         ]
 
-    def peak(self, values):
+    def peak(self, values: Shape) -> float:
         return t_peak(values["lam"], values["gamma"], values["t0"])
 
 
@@ -214,17 +228,17 @@ class LogRiseModel(CurveModel):
     shape_bounds = {"gamma": (1e-6, 1e8)}
     eq9_fixed = {"lam": 0.0, "t0": 1.0}
 
-    def __init__(self, **kws):
+    def __init__(self, **kws: Any) -> None:
         super().__init__(log_rise, **kws)
 
-    def guess(self, data, t, **kws):
+    def guess(self, data: npt.ArrayLike, t: npt.ArrayLike, **kws: Any) -> lmfit.Parameters:
         """gamma = 10 / range(t), so the data span one decade of log; A and K by linear least squares."""
         data, t = np.asarray(data, float), np.asarray(t, float)
         gamma = 10.0 / float(np.ptp(t))
         A, K = np.polyfit(np.log1p(gamma * t), data, 1)
         return lmfit.models.update_param_vals(self.make_params(A=A, gamma=gamma, K=K), self.prefix, **kws)
 
-    def regimes(self, t):
+    def regimes(self, t: np.ndarray) -> list[Grid]:
         return [{"gamma": np.logspace(-1.0, 5.0, 13) / float(np.ptp(t))}]
 
 
@@ -236,10 +250,10 @@ class FirstOrderStepModel(CurveModel):
     amplitude, level = "K", None
     shape_bounds = {"tau": (1e-8, 1e6)}
 
-    def __init__(self, **kws):
+    def __init__(self, **kws: Any) -> None:
         super().__init__(first_order_step, **kws)
 
-    def guess(self, data, t, **kws):
+    def guess(self, data: npt.ArrayLike, t: npt.ArrayLike, **kws: Any) -> lmfit.Parameters:
         """K = the last value, tau = the first step where the series reaches 63 % of it."""
         data, t = np.asarray(data, float), np.asarray(t, float)
         order = np.argsort(t)
@@ -248,7 +262,7 @@ class FirstOrderStepModel(CurveModel):
         tau = float(t[order][np.argmax(reached)]) or float(np.ptp(t)) / 10
         return lmfit.models.update_param_vals(self.make_params(K=final, tau=tau), self.prefix, **kws)
 
-    def regimes(self, t):
+    def regimes(self, t: np.ndarray) -> list[Grid]:
         return [{"tau": np.logspace(-5.0, 1.0, 13) * float(np.ptp(t))}]
 
 
@@ -260,36 +274,51 @@ class SecondOrderStepModel(CurveModel):
     amplitude, level = "K", None
     shape_bounds = {"zeta": (1e-4, 1e4), "omega_n": (1e-6, 1e8)}
 
-    def __init__(self, **kws):
+    def __init__(self, **kws: Any) -> None:
         super().__init__(second_order_step, **kws)
 
-    def guess(self, data, t, **kws):
+    def guess(self, data: npt.ArrayLike, t: npt.ArrayLike, **kws: Any) -> lmfit.Parameters:
         """Critically damped, K = the last value, reaching 63 % of it where the data do."""
         step = FirstOrderStepModel().guess(data, t)
         params = self.make_params(K=step["K"].value, zeta=1.0, omega_n=2.0 / step["tau"].value)
         return lmfit.models.update_param_vals(params, self.prefix, **kws)
 
-    def regimes(self, t):
+    def regimes(self, t: np.ndarray) -> list[Grid]:
         """Under-, critically and over-damped."""
         omega_n = np.logspace(-1.0, 5.0, 13) / float(np.ptp(t))
         return [_grid(zeta=[zeta], omega_n=omega_n) for zeta in (0.3, 1.0, 3.0)]
 
-    def peak(self, values):
+    def peak(self, values: Shape) -> float:
         return second_order_peak(values["zeta"], values["omega_n"])
+
+    def remark(self, values: Shape) -> str | None:
+        """Far over-damped, the response is K (1 - exp(-t / tau)) with tau = 2 zeta / omega_n: the first-order
+        step, so its R² equals the first-order fit's and says nothing new."""
+        zeta, omega_n = values["zeta"], values["omega_n"]
+        if zeta < FIRST_ORDER_LIMIT:
+            return None
+        return (
+            f"{FIRST_ORDER_REMARK}: zeta = {zeta:.3g}, the over-damped response is first-order with "
+            f"tau = 2 zeta / omega_n = {2 * zeta / omega_n:.3g} steps"
+        )
 
 
 HYPOTHESES = (EmergenceModel, LogRiseModel, FirstOrderStepModel, SecondOrderStepModel)
+# Over-damped by zeta, the second-order step is the first-order one plus a fast term of relative size about
+# 1 / (4 zeta^2): 0.25 % at zeta = 10, nothing a series of a few dozen noisy points can tell apart.
+FIRST_ORDER_LIMIT = 10.0
+FIRST_ORDER_REMARK = "collapsed to the first-order limit"
 
 
-def _failure(model, n_points, message):
+def _failure(model: CurveModel, n_points: int, message: str) -> CurveFit:
     return CurveFit(hypothesis=model.hypothesis, n_points=n_points, success=False, message=message)
 
 
-def _first_line(err):
+def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]
 
 
-def fit_curve(model, t, y, start=None):
+def fit_curve(model: CurveModel, t: npt.ArrayLike, y: npt.ArrayLike, start: Shape | None = None) -> CurveFit:
     """Fit `model` to points (t, y): multi-start, keep the lowest AIC, refine with lmfit; never raises on bad data.
 
     t: training steps; y: the series. Points with a non-finite value or a negative step are left out
@@ -299,7 +328,7 @@ def fit_curve(model, t, y, start=None):
     t, y = np.asarray(t, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if t.shape != y.shape:
         return _failure(model, 0, f"steps ({t.size}) and values ({y.size}) differ in length")
-    usable = np.isfinite(t) & np.isfinite(y) & (t >= 0)
+    usable: npt.NDArray[np.bool_] = np.isfinite(t) & np.isfinite(y) & (t >= 0)
     t, y = t[usable], y[usable]
     n, n_free = int(t.size), len(model.param_names)
     if n < MIN_POINTS:
@@ -335,7 +364,7 @@ def fit_curve(model, t, y, start=None):
     try:
         shape, _ = search.minimise(shape, **REFINE)
         a, c = search.coefficients(shape)
-        values = shape | {model.amplitude: a} | ({model.level: c} if has_level else {})
+        values = shape | {model.amplitude: a} | ({model.level: c} if model.level is not None else {})
         with np.errstate(all="ignore"):
             result = model.fit(
                 yn,
@@ -350,7 +379,9 @@ def fit_curve(model, t, y, start=None):
     return _summarise(model, result, norm, tn, yn)
 
 
-def _summarise(model, result, norm, tn, yn):
+def _summarise(
+    model: CurveModel, result: lmfit.model.ModelResult, norm: Normalisation, tn: np.ndarray, yn: np.ndarray
+) -> CurveFit:
     """The statistics of an lmfit result, in original units."""
     n, k = int(tn.size), int(result.nvarys)
     names = model.param_names
@@ -369,15 +400,19 @@ def _summarise(model, result, norm, tn, yn):
     ]
     if at_edge:
         messages.append(f"weakly determined: {', '.join(at_edge)} at the edge of the search box")
-    stderr = None
+    stderr, covar = None, None
     errs = [result.params[name].stderr for name in names]
     if result.covar is None or any(e is None or not np.isfinite(e) for e in errs):
         messages.append("standard errors unavailable: the covariance matrix is singular at the optimum")
     else:
         stderr = {name: float(e) * norm.factor(model.units[name]) for name, e in zip(names, errs)}
+        factors = np.array([norm.factor(model.units[name]) for name in names])
+        covar = result.covar * np.outer(factors, factors)
     finite = all(np.isfinite(v) for v in (*values.values(), r2, aic, bic))
     if not finite:
         messages.append("non-finite parameters or statistics")
+    elif remark := model.remark(values):
+        messages.append(remark)
     return CurveFit(
         hypothesis=model.hypothesis,
         params=values,
@@ -389,4 +424,5 @@ def _summarise(model, result, norm, tn, yn):
         success=bool(result.success) and finite,
         message="; ".join(messages),
         t_peak=model.peak(values) if finite else math.nan,
+        covar=covar,
     )

@@ -9,9 +9,15 @@ runs off towards a bound reaches it in a few steps instead of creeping.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import least_squares
+
+Shape = dict[str, float]  # shape parameter -> value
+Bounds = dict[str, tuple[float, float]]  # shape parameter -> (low, high)
+Grid = dict[str, np.ndarray]  # shape parameter -> values, all of one length
+Basis = Callable[..., np.ndarray]  # basis(t, **shape)
 
 
 class ShapeSearch:
@@ -23,7 +29,15 @@ class ShapeSearch:
     bounds maps each shape parameter to its (low, high) search box.
     """
 
-    def __init__(self, basis, bounds, t, y, level, basis_jacobian=None):
+    def __init__(
+        self,
+        basis: Basis,
+        bounds: Bounds,
+        t: np.ndarray,
+        y: np.ndarray,
+        level: bool,
+        basis_jacobian: Basis | None = None,
+    ) -> None:
         self.basis, self.basis_jacobian, self.names = basis, basis_jacobian, list(bounds)
         self.t, self.level = t, level
         self.y_mean = y.mean() if level else 0.0
@@ -33,18 +47,18 @@ class ShapeSearch:
         self.lower = np.where(self.log, np.log(np.where(self.log, low, 1.0)), low)
         self.upper = np.where(self.log, np.log(high), high)
 
-    def shape(self, u):
+    def shape(self, u: np.ndarray) -> Shape:
         """Shape parameter values for solver coordinates u."""
         return {n: (math.exp(v) if log else v) for n, v, log in zip(self.names, u, self.log)}
 
-    def coordinates(self, shape):
+    def coordinates(self, shape: Shape) -> np.ndarray:
         """Solver coordinates of shape parameter values, clipped into the search box."""
         v = np.array([shape[n] for n in self.names], dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(self.log, np.log(np.where(self.log, np.abs(v), 1.0)), v)
         return np.clip(np.nan_to_num(u, nan=0.0), self.lower, self.upper)
 
-    def _solve(self, b):
+    def _solve(self, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Least-squares a per row of b (shape (..., n)): (a, the rows as the fit sees them, the sum of
         squares each row explains).
 
@@ -57,16 +71,17 @@ class ShapeSearch:
             a = np.where(np.isfinite(spread) & (spread > 0) & np.isfinite(cross), cross / spread, 0.0)
         return a, seen, a * cross
 
-    def residual(self, u):
+    def residual(self, u: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
             a, seen, _ = self._solve(self.basis(self.t, **self.shape(u)))
             return a * seen - self.y_seen
 
-    def jacobian(self, u):
+    def jacobian(self, u: np.ndarray) -> np.ndarray:
         """Kaufman's variable-projection Jacobian: a times the part of d(basis)/du outside span(basis, 1).
 
         Its gradient J^T r is exact, so the stationary points are those of the full problem.
         """
+        assert self.basis_jacobian is not None, "jacobian needs a basis_jacobian"  # minimise uses it only then
         shape = self.shape(u)
         with np.errstate(all="ignore"):
             a, seen, _ = self._solve(self.basis(self.t, **shape))
@@ -79,7 +94,7 @@ class ShapeSearch:
                 d = d - np.outer(seen, seen @ d) / spread
             return a * d
 
-    def best_of_grid(self, grid):
+    def best_of_grid(self, grid: Grid) -> Shape | None:
         """The grid point (dict of equal-length arrays) whose least-squares a and c fit best; None if none fits."""
         columns = {n: np.asarray(v, dtype=float)[:, None] for n, v in grid.items()}
         with np.errstate(all="ignore"):
@@ -88,7 +103,7 @@ class ShapeSearch:
         i = int(np.argmax(explained))
         return {n: float(v[i, 0]) for n, v in columns.items()} if explained[i] > 0 else None
 
-    def minimise(self, shape, **options):
+    def minimise(self, shape: Shape, **options: float | str) -> tuple[Shape, float]:
         """(shape, cost) after least_squares from `shape`; options go to scipy's least_squares."""
         with np.errstate(all="ignore"):
             found = least_squares(
@@ -100,7 +115,7 @@ class ShapeSearch:
             )
         return self.shape(found.x), float(found.cost)
 
-    def coefficients(self, shape):
+    def coefficients(self, shape: Shape) -> tuple[float, float]:
         """(a, c) of the least-squares fit at this shape."""
         b = self.basis(self.t, **shape)
         with np.errstate(all="ignore"):

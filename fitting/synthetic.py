@@ -1,23 +1,32 @@
 """Measurement tables generated from known Eq. 9 parameters, to validate the fitting and to benchmark it."""
 
+from collections.abc import Mapping
+
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from fitting.curves import emergence
 
 
-def pythia_steps():
+def pythia_steps() -> np.ndarray:
     """The 154 checkpoint steps of every Pythia model: 0, 1, 2, 4, ..., 512, then 1000, 2000, ..., 143000."""
     return np.array([0] + [2**k for k in range(10)] + list(range(1000, 143001, 1000)), dtype=np.int64)
 
 
-def paper_like_steps():
+def paper_like_steps() -> np.ndarray:
     """A 37-step subset like the paper's: 0 and the powers of two to 512, then 26 steps evenly to 143000."""
     even = np.round(np.linspace(1000, 143000, 26) / 1000).astype(np.int64) * 1000
     return np.concatenate([pythia_steps()[:11], even])
 
 
-def synthetic_measurements(curves, steps, n_seq=10, noise=0.0, seed=0):
+def synthetic_measurements(
+    curves: Mapping[tuple[str, int], Mapping[str, float]],
+    steps: npt.ArrayLike,
+    n_seq: int = 10,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> pl.DataFrame:
     """A measurements table whose ratio series follows the given Eq. 9 curves.
 
     curves: {(model, layer): {"A", "lam", "gamma", "t0", "K"}}. Each sequence has its own constant median;

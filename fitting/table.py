@@ -16,7 +16,8 @@ The fits table (schema version `SCHEMA_VERSION`, stored in the parquet file meta
 - with a bootstrap: A_lo, A_hi, ..., K_lo, K_hi, t_peak_lo, t_peak_hi (2.5 and 97.5 % percentiles over
   the resamples whose refit succeeded; for t_peak, over those with an observable peak) and n_boot (the
   number of successful refits), for the Eq. 9 hypotheses; null for the others.
-- probe_id, dtype, device when the measurements have them: their distinct values per model, joined by ",".
+- probe_id, dtype, device (and site, for rows of a sites table) when the measurements have them: their distinct
+  values per model, joined by ",".
 """
 
 import json
@@ -25,6 +26,7 @@ import os
 import sys
 import warnings
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -34,19 +36,25 @@ import polars as pl
 
 from fitting.contracts import EQ9_PARAMS, FIT_INPUT_COLUMNS, FITS_COLUMNS, STATS, require_columns
 from fitting.errors import UserError
-from fitting.model import HYPOTHESES, fit_curve
+from fitting.model import FIRST_ORDER_REMARK, HYPOTHESES, CurveFit, CurveModel, fit_curve
 
 ALL_PROBES = "all"  # --probe-id all: pool every probe
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "massive_dynamics.fits_schema_version"  # parquet file metadata
-# Per-model provenance copied from the measurements when present (distinct values joined by ",").
-CARRIED = ("probe_id", "dtype", "device")
+# Per-model provenance copied from the measurements when present (distinct values joined by ","); site when the
+# rows are one site of a sites table.
+CARRIED = ("probe_id", "dtype", "device", "site")
 # Below this many single fits (about 50 ms each), a process pool costs more to start than it saves.
 POOL_MIN_FITS = 16
 
+Stats = dict[str, np.ndarray]  # top1..median -> array of shape (step, seq)
+SeriesFunction = Callable[[Stats, np.ndarray], np.ndarray]  # (stats, weight per sequence) -> value per step
+Row = dict[str, object]  # one row of the fits table
+Hypothesis = Callable[[], CurveModel]  # a model class of `fitting.model`
 
-def _mean(values, weights):
+
+def _mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean over sequences (axis 1) of the finite entries; NaN where a step has none."""
     finite = np.isfinite(values)
     total = finite @ weights
@@ -54,28 +62,28 @@ def _mean(values, weights):
         return np.where(total > 0, np.where(finite, values, 0.0) @ weights / total, np.nan)
 
 
-def _ratio_of_means(top):
-    def series(stats, weights):
+def _ratio_of_means(top: str) -> SeriesFunction:
+    def series(stats: Stats, weights: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return _mean(stats[top], weights) / _mean(stats["median"], weights)
 
     return series
 
 
-def _mean_of_ratios(stats, weights):
+def _mean_of_ratios(stats: Stats, weights: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return _mean(stats["top1"] / stats["median"], weights)
 
 
-def _mean_of(stat):
-    def series(stats, weights):
+def _mean_of(stat: str) -> SeriesFunction:
+    def series(stats: Stats, weights: np.ndarray) -> np.ndarray:
         return _mean(stats[stat], weights)
 
     return series
 
 
 # Each series maps the per-(step, sequence) statistics and a weight per sequence to one value per step.
-SERIES = {
+SERIES: dict[str, SeriesFunction] = {
     "ratio": _ratio_of_means("top1"),  # Eq. 8: mean top-1 / mean median
     "ratio_mean": _mean_of_ratios,
     "top1": _mean_of("top1"),
@@ -116,13 +124,13 @@ def select_probe(measurements: pl.DataFrame, probe_id: str | None = None) -> pl.
     return measurements
 
 
-def _series_function(series):
+def _series_function(series: str) -> SeriesFunction:
     if series not in SERIES:
         raise UserError(f"unknown series {series!r}; choose one of {', '.join(SERIES)}")
     return SERIES[series]
 
 
-def layer_stats(measurements):
+def layer_stats(measurements: pl.DataFrame) -> Iterator[tuple[str, int, np.ndarray, Stats]]:
     """One (model, layer, steps, stats) per layer: stats maps top1..median to arrays of shape (step, seq).
 
     Rows repeated for a (step, seq) (e.g. step143000 and main) are averaged; missing entries are NaN.
@@ -146,7 +154,7 @@ def layer_stats(measurements):
         yield str(model), int(layer), step_ids, stats
 
 
-def series_table(measurements, series="ratio"):
+def series_table(measurements: pl.DataFrame, series: str = "ratio") -> pl.DataFrame:
     """The series of every layer: columns model, layer, step, value."""
     function = _series_function(series)
     frames = [
@@ -163,15 +171,15 @@ def series_table(measurements, series="ratio"):
     )
 
 
-def _null_if_nan(value):
+def _null_if_nan(value: float) -> float | None:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _row(model, fit):
+def _row(model: CurveModel, fit: CurveFit) -> Row:
     """The fits-table columns of one CurveFit (without model, layer, series)."""
     eq9 = {**fit.params, **model.eq9_fixed} if model.eq9_fixed is not None and fit.params else {}
     stderr = (fit.stderr or {}) if eq9 else {}
-    row = {"hypothesis": model.hypothesis}
+    row: Row = {"hypothesis": model.hypothesis}
     for name in EQ9_PARAMS:
         row |= {name: eq9.get(name), f"{name}_se": stderr.get(name)}
     row |= {
@@ -188,9 +196,17 @@ def _row(model, fit):
     return row
 
 
-def _bootstrap_columns(model, fit, steps, stats, function, weights):
+def _bootstrap_columns(
+    model: CurveModel,
+    fit: CurveFit,
+    steps: np.ndarray,
+    stats: Stats,
+    function: SeriesFunction,
+    weights: list[np.ndarray],
+) -> Row:
     """2.5 and 97.5 % percentiles of the Eq. 9 parameters and t_peak over resampled probe sequences."""
-    draws = {name: [] for name in (*EQ9_PARAMS, "t_peak")}
+    assert model.eq9_fixed is not None, f"no bootstrap intervals for {model.hypothesis}, outside Eq. 9"
+    draws: dict[str, list[float]] = {name: [] for name in (*EQ9_PARAMS, "t_peak")}
     n_boot = 0
     for w in weights:
         refit = fit_curve(model, steps, function(stats, w), start=fit.params)
@@ -198,19 +214,16 @@ def _bootstrap_columns(model, fit, steps, stats, function, weights):
             n_boot += 1
             for name, value in ({**refit.params, **model.eq9_fixed} | {"t_peak": refit.t_peak}).items():
                 draws[name].append(value)
-    columns = {"n_boot": n_boot}
-    for name, values in draws.items():
-        values = np.array(values, dtype=float)
+    columns: Row = {"n_boot": n_boot}
+    for name, drawn in draws.items():
+        values = np.array(drawn, dtype=float)
         values = values[np.isfinite(values)]
-        low, high = np.percentile(values, [2.5, 97.5]) if values.size else (None, None)
-        columns |= {
-            f"{name}_lo": _null_if_nan(float(low)) if values.size else None,
-            f"{name}_hi": _null_if_nan(float(high)) if values.size else None,
-        }
+        low, high = np.percentile(values, [2.5, 97.5]) if values.size else (math.nan, math.nan)
+        columns |= {f"{name}_lo": _null_if_nan(float(low)), f"{name}_hi": _null_if_nan(float(high))}
     return columns
 
 
-def _fit_layer(task):
+def _fit_layer(task: tuple[str, int, np.ndarray, Stats, str, tuple[Hypothesis, ...], int, int]) -> list[Row]:
     """All rows of one layer: each hypothesis fitted to the series, with bootstrap intervals if asked."""
     model_name, layer, steps, stats, series, hypotheses, n_boot, seed = task
     function = SERIES[series]
@@ -230,7 +243,7 @@ def _fit_layer(task):
     return rows
 
 
-def _schema(bootstrap, carried):
+def _schema(bootstrap: int, carried: Iterable[str]) -> dict[str, type[pl.DataType]]:
     schema = {"model": pl.String, "layer": pl.Int32, "series": pl.String, "hypothesis": pl.String}
     schema |= dict.fromkeys(EQ9_PARAMS, pl.Float64)
     schema |= {f"{name}_se": pl.Float64 for name in EQ9_PARAMS}
@@ -252,7 +265,14 @@ def _schema(bootstrap, carried):
     return schema | dict.fromkeys(carried, pl.String)
 
 
-def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, seed=0, n_jobs=None):
+def fit_table(
+    measurements: pl.DataFrame,
+    series: str = "ratio",
+    hypotheses: Sequence[Hypothesis] = HYPOTHESES,
+    bootstrap: int = 0,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> pl.DataFrame:
     """The fits table: one row per (model, layer, hypothesis) of `measurements` for one series.
 
     hypotheses: model classes of `fitting.model` (default: all). bootstrap: number of probe-sequence
@@ -287,7 +307,7 @@ def fit_table(measurements, series="ratio", hypotheses=HYPOTHESES, bootstrap=0, 
     return fits
 
 
-def write_fits(fits, path):
+def write_fits(fits: pl.DataFrame, path: str | Path) -> None:
     """Write a fits table to parquet, recording its schema version in the file metadata."""
     fits.write_parquet(path, metadata={SCHEMA_KEY: str(SCHEMA_VERSION)})
 
@@ -321,7 +341,7 @@ def read_fits(path: str | Path) -> pl.DataFrame:
     return fits
 
 
-def r2_summary(fits, hypothesis="emergence"):
+def r2_summary(fits: pl.DataFrame, hypothesis: str = "emergence") -> pl.DataFrame:
     """Paper Table 1 analogue: per model, layers, mean R^2 over successful fits, layers with R^2 < 0.9, failures."""
     return (
         fits.filter(pl.col("hypothesis") == hypothesis)
@@ -336,7 +356,7 @@ def r2_summary(fits, hypothesis="emergence"):
     )
 
 
-def compare_hypotheses(fits):
+def compare_hypotheses(fits: pl.DataFrame) -> pl.DataFrame:
     """Per layer, R^2, AIC and BIC of every hypothesis side by side, and the hypothesis each criterion prefers.
 
     Columns: model, layer, series, r2_<hypothesis>, aic_<hypothesis>, bic_<hypothesis> ..., best_aic, best_bic.
@@ -350,12 +370,21 @@ def compare_hypotheses(fits):
     return wide.sort(keys)
 
 
-def hypothesis_summary(fits):
-    """Paper Table 5 analogue: per (hypothesis, model) the mean R^2 and how many layers AIC prefers it in."""
+def hypothesis_summary(fits: pl.DataFrame) -> pl.DataFrame:
+    """Paper Table 5 analogue: per (hypothesis, model) the mean R^2, how many layers AIC prefers it in, and how many
+    fits ran into a limit of another hypothesis (`layers_at_limit`: a second-order step collapsed to first order)."""
     preferred = compare_hypotheses(fits).group_by("model", "best_aic").agg(pl.len().alias("layers_best_aic"))
     return (
         fits.group_by("hypothesis", "model", maintain_order=True)
-        .agg(pl.col("r2").filter(pl.col("success")).mean().alias("mean_r2"), pl.len().alias("layers"))
+        .agg(
+            pl.col("r2").filter(pl.col("success")).mean().alias("mean_r2"),
+            pl.len().alias("layers"),
+            (
+                pl.col("message").str.contains(FIRST_ORDER_REMARK, literal=True).sum()
+                if "message" in fits.columns
+                else pl.lit(0)
+            ).alias("layers_at_limit"),
+        )
         .join(preferred, left_on=["model", "hypothesis"], right_on=["model", "best_aic"], how="left")
         .with_columns(pl.col("layers_best_aic").fill_null(0))
         .sort("hypothesis", "model")

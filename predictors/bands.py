@@ -36,7 +36,9 @@ def half_widths(knot_index: np.ndarray, residuals: np.ndarray, level: float = 0.
     return np.interp(np.arange(N_KNOTS), known, widths[known])
 
 
-def band(knot_values: np.ndarray, widths: np.ndarray, total_steps: float, steps: np.ndarray):
+def band(
+    knot_values: np.ndarray, widths: np.ndarray, total_steps: float, steps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) log ratio at `steps` of the band around the curve through `knot_values`."""
     return (curve(knot_values - widths, total_steps, steps), curve(knot_values + widths, total_steps, steps))
 

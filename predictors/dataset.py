@@ -6,6 +6,7 @@ Two targets: `curve_table` (the default) holds each layer's measured log ratio a
 
 import hashlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,8 @@ def curve_table(
         features = layer_features(arch)
         part = values.filter(pl.col("model") == model)
         layers = measurements.filter(pl.col("model") == model)["layer"].unique().sort().to_list()
-        total = lengths[model][0] if model in lengths else float(part["step"].max() or 0)
+        # polars types Series.max() as any Python literal, whatever the dtype; steps are integers.
+        total = lengths[model][0] if model in lengths else float(part["step"].max() or 0)  # type: ignore[arg-type]
         extra = recipe_features(*lengths[model]) if recipe else np.empty(0)
         for layer in layers:
             points = part.filter(pl.col("layer") == layer).sort("step")
@@ -195,7 +197,7 @@ def _group(arch: Architecture, recipe: tuple | None) -> str:
     return name + ("" if recipe is None else "-steps{:g}-lr{:g}-tok{:g}".format(*recipe))
 
 
-def table_hash(table: pl.DataFrame, columns=(*FEATURES, *TARGETS)) -> str:
+def table_hash(table: pl.DataFrame, columns: Sequence[str] = (*FEATURES, *TARGETS)) -> str:
     """sha256 of a training table's models, layers and numeric `columns` (features and targets), in row order."""
     h = hashlib.sha256()
     for name in ("model", "layer"):

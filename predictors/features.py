@@ -9,6 +9,7 @@ with every trained predictor (`FEATURE_CONVENTION`) and checked when one is load
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from fitting.contracts import Architecture
 from fitting.errors import UserError
@@ -17,7 +18,7 @@ FEATURES = ("l/L", "(l/L)^2", "(l/L)^3", "sqrt(l/L)", "H/d", "d_ff/d", "d/L", "H
 FEATURE_CONVENTION = "l = layer + 1 with layer the 0-based decoder-block index; log d is the natural log"
 
 
-def layer_features(arch: Architecture, layers=None) -> np.ndarray:
+def layer_features(arch: Architecture, layers: npt.ArrayLike | None = None) -> np.ndarray:
     """The Table 4 features (columns in `FEATURES` order) of the given 0-based layers (default: all), shape (n, 10)."""
     L, d, H = arch.n_layers, arch.d_model, arch.n_heads
     layer = np.arange(L) if layers is None else np.asarray(layers)

@@ -10,11 +10,12 @@ from matplotlib.figure import Figure
 from fitting.contracts import SERIES_LABELS, Architecture
 from predictors.knots import KNOT_COLUMNS, curve, dense_steps
 from predictors.predict import Prediction
+from predictors.trained import TrainedCurvePredictor, TrainedPredictor
 
 N_NEAREST = 3
 
 
-def nearest_models(trained, arch: Architecture, n: int = N_NEAREST) -> list[str]:
+def nearest_models(trained: TrainedCurvePredictor, arch: Architecture, n: int = N_NEAREST) -> list[str]:
     """The `n` training models closest in shape to `arch`: depth, width, head size and MLP ratio, each in log
     units and standardized over the training models."""
     names = list(trained.architectures)
@@ -31,7 +32,12 @@ def nearest_models(trained, arch: Architecture, n: int = N_NEAREST) -> list[str]
 
 
 def prediction_figure(
-    prediction: Prediction, series: str, title: str, trained=None, arch=None, level: float = 0.9
+    prediction: Prediction,
+    series: str,
+    title: str,
+    trained: TrainedPredictor | TrainedCurvePredictor | None = None,
+    arch: Architecture | None = None,
+    level: float = 0.9,
 ) -> Figure:
     """Predicted curve of each layer, coloured by depth (cividis, colour-blind safe), with its `level` band.
 
@@ -46,7 +52,7 @@ def prediction_figure(
     ax = fig.add_subplot()
     steps_all = curves["step"].to_numpy()
     total = float(steps_all.max())
-    if trained is not None and arch is not None and hasattr(trained, "curves"):
+    if isinstance(trained, TrainedCurvePredictor) and arch is not None:
         nearest = nearest_models(trained, arch)
         known = trained.training_curves()
         grid = dense_steps(total, 80)[1:]
@@ -91,10 +97,10 @@ def prediction_figure(
     what = "calibrated on held-out models" if hasattr(trained, "widths") else "of the ensemble members"
     ax.set_title(f"{title}\nlines: prediction; bands: {low}-{high} % {what}", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    if trained is not None and arch is not None and hasattr(trained, "curves"):
+    if isinstance(trained, TrainedCurvePredictor) and arch is not None:
         ax.legend(fontsize=8, loc="lower right")
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
     bar.set_label("layer (0-based decoder block)")
     if n_layers <= 12:
-        bar.set_ticks(np.arange(n_layers))
+        bar.set_ticks(list(range(n_layers)))
     return fig

@@ -11,6 +11,7 @@ For a paper-target predictor (`--target paper`) intervals are the 5-95 % quantil
 """
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class Prediction:
     curves: pl.DataFrame
 
 
-def outside_training_range(trained, features: np.ndarray) -> list[str]:
+def outside_training_range(trained: TrainedPredictor | TrainedCurvePredictor, features: np.ndarray) -> list[str]:
     """Descriptions of the features that leave the training range, e.g. 'd/L = 21.33 (trained on 32..64)'."""
     described = []
     names = getattr(trained, "feature_names", FEATURES)
@@ -69,7 +70,7 @@ def predict_architecture(
     members = trained.estimator.predict_members(X)
     tails = ((1.0 - level) / 2.0, (1.0 + level) / 2.0)
     low, high = np.quantile(members, tails, axis=0)
-    columns = {"layer": pl.Series(np.arange(arch.n_layers), dtype=pl.Int32)}
+    columns: dict[str, pl.Series | np.ndarray | float] = {"layer": pl.Series(np.arange(arch.n_layers), dtype=pl.Int32)}
     for j, target in enumerate(trained.targets):
         columns |= {target: point[:, j], f"{target}_lo": low[:, j], f"{target}_hi": high[:, j]}
     params = dict(zip(trained.targets, point.T))
@@ -77,7 +78,14 @@ def predict_architecture(
     return Prediction(pl.DataFrame(columns), _curves(trained.targets, point, members, steps, tails, n_points))
 
 
-def _curves(targets, point, members, steps, tails, n_points) -> pl.DataFrame:
+def _curves(
+    targets: Sequence[str],
+    point: np.ndarray,
+    members: np.ndarray,
+    steps: int,
+    tails: tuple[float, float],
+    n_points: int,
+) -> pl.DataFrame:
     """The Eq. 9 curve of the point prediction and its band over the members' curves, long format."""
     step = np.unique(np.round(np.geomspace(1, steps, n_points)))
     # A member may put x = gamma*t + t0 at or below 0, where log is undefined; the band ignores it there.
@@ -98,7 +106,7 @@ def _curves(targets, point, members, steps, tails, n_points) -> pl.DataFrame:
     )
 
 
-def _warn_outside(trained, X: np.ndarray) -> None:
+def _warn_outside(trained: TrainedPredictor | TrainedCurvePredictor, X: np.ndarray) -> None:
     outside = outside_training_range(trained, X)
     if outside:
         warnings.warn(

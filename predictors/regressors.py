@@ -4,6 +4,8 @@ docs/science.md §4) and `CurveRegressor` (features -> the log ratio at the knot
 import functools
 import importlib.util
 import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -16,46 +18,54 @@ from sklearn.ensemble import (
 from sklearn.linear_model import Lasso, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, PowerTransformer, StandardScaler
-from sklearn.utils import check_random_state
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from fitting.errors import UserError
+
+if TYPE_CHECKING:
+    from sklearn.gaussian_process import GaussianProcessRegressor
 
 KINDS = ("ridge", "lasso", "random_forest", "gradient_boosting", "xgboost")
 # The paper's target transforms, in the order A, lam, gamma, t0, K.
 PAPER_TRANSFORMS = ("log1p", "log1p", "log1p", "log1p", "yeo-johnson")
 TRANSFORMS = ("log1p", "yeo-johnson")
 
+Factory = Callable[[int, int], RegressorMixin]  # (n_estimators, seed) -> an unfitted regressor
+Seed = int | np.random.RandomState | None  # scikit-learn's random_state
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def _ridge(n_estimators, seed):
+
+def _ridge(n_estimators: int, seed: int) -> Ridge:
     return Ridge(alpha=1.0)
 
 
-def _lasso(n_estimators, seed):
+def _lasso(n_estimators: int, seed: int) -> Lasso:
     # The default alpha=1 zeroes every coefficient on log1p-scale targets of this size.
     return Lasso(alpha=0.01, max_iter=20_000)
 
 
-def _random_forest(n_estimators, seed):
+def _random_forest(n_estimators: int, seed: int) -> RandomForestRegressor:
     return RandomForestRegressor(n_estimators=n_estimators, random_state=seed)
 
 
-def _gradient_boosting(n_estimators, seed):
+def _gradient_boosting(n_estimators: int, seed: int) -> GradientBoostingRegressor:
     return GradientBoostingRegressor(n_estimators=n_estimators, random_state=seed)
 
 
-def _xgboost(n_estimators, seed):
+def _xgboost(n_estimators: int, seed: int) -> RegressorMixin:
     from xgboost import XGBRegressor
 
     return XGBRegressor(n_estimators=n_estimators, random_state=seed, n_jobs=1)
 
 
-def _hist_gradient_boosting(n_estimators, seed):
+def _hist_gradient_boosting(n_estimators: int, seed: int) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(max_iter=n_estimators, random_state=seed)
 
 
-_FACTORIES = {
+_FACTORIES: dict[str, Factory] = {
     "ridge": _ridge,
     "lasso": _lasso,
     "random_forest": _random_forest,
@@ -71,7 +81,7 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def regressor_factory(kind: str):
+def regressor_factory(kind: str) -> Factory:
     """The function (n_estimators, seed) -> unfitted regressor of one kind; xgboost falls back, with a warning."""
     if check_kind(kind) == "xgboost" and importlib.util.find_spec("xgboost") is None:
         warnings.warn(
@@ -83,19 +93,19 @@ def regressor_factory(kind: str):
     return _FACTORIES[kind]
 
 
-def _one_thread(method):
+def _one_thread(method: Callable[P, R]) -> Callable[P, R]:
     """Run `method` with one OpenMP/BLAS thread: on a few hundred rows threads only add overhead, and on a busy
     2-core machine HistGradientBoosting fits were 40x slower with them."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with threadpool_limits(limits=1):
             return method(*args, **kwargs)
 
     return wrapper
 
 
-def _target_transformer(name: str):
+def _target_transformer(name: str) -> FunctionTransformer | PowerTransformer:
     if name == "log1p":
         return FunctionTransformer(np.log1p, inverse_func=np.expm1, check_inverse=False)
     return PowerTransformer(method="yeo-johnson")
@@ -116,14 +126,21 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         applies to every column; None means the paper's for the columns A, lam, gamma, t0, K.
     """
 
-    def __init__(self, kind="random_forest", random_state=None, n_estimators=200, n_bootstrap=30, transforms=None):
+    def __init__(
+        self,
+        kind: str = "random_forest",
+        random_state: Seed = None,
+        n_estimators: int = 200,
+        n_bootstrap: int = 30,
+        transforms: Sequence[str] | None = None,
+    ) -> None:
         self.kind = kind
         self.random_state = random_state
         self.n_estimators = n_estimators
         self.n_bootstrap = n_bootstrap
         self.transforms = transforms
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         # Only log1p constrains y; a y > 0 satisfies its y > -1.
@@ -131,7 +148,7 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         return tags
 
     @_one_thread
-    def fit(self, X, y):
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Self:
         """Fit one regressor per column of y (shape (n,) or (n, n_targets)) and, if asked, the bootstrap refits."""
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
         self.y_ndim_ = y.ndim
@@ -152,7 +169,7 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         return self
 
     @_one_thread
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted targets, shape (n,) or (n, n_targets) like the y given to fit."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
@@ -160,7 +177,7 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         return predictions if self.y_ndim_ == 2 else predictions[:, 0]
 
     @_one_thread
-    def predict_members(self, X):
+    def predict_members(self, X: np.ndarray) -> np.ndarray:
         """Predictions of every ensemble member: the forest's trees, or the bootstrap refits.
 
         Shape (n_members, n) or (n_members, n, n_targets); member i of every target comes from the same resample.
@@ -175,7 +192,7 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
             raise ValueError(f"kind {self.kind!r} has no members: fit with n_bootstrap > 0 to get them")
         return members if self.y_ndim_ == 2 else members[..., 0]
 
-    def _resolved_transforms(self, n_targets):
+    def _resolved_transforms(self, n_targets: int) -> tuple[str, ...]:
         transforms = PAPER_TRANSFORMS if self.transforms is None else tuple(self.transforms)
         unknown = sorted(set(transforms) - set(TRANSFORMS))
         if unknown:
@@ -190,7 +207,9 @@ class EmergencePredictor(RegressorMixin, BaseEstimator):
         return transforms
 
 
-def _fit_targets(make, n_estimators, seed, transforms, X, Y):
+def _fit_targets(
+    make: Factory, n_estimators: int, seed: int, transforms: Sequence[str], X: np.ndarray, Y: np.ndarray
+) -> list[TransformedTargetRegressor]:
     """One fitted TransformedTargetRegressor(Pipeline(StandardScaler, regressor)) per column of Y."""
     return [
         TransformedTargetRegressor(
@@ -201,7 +220,7 @@ def _fit_targets(make, n_estimators, seed, transforms, X, Y):
     ]
 
 
-def _tree_predictions(target_regressor, X):
+def _tree_predictions(target_regressor: TransformedTargetRegressor, X: np.ndarray) -> np.ndarray:
     """Every tree's prediction of one target, back in the target's units: shape (n_trees, n)."""
     pipeline = target_regressor.regressor_
     scaled = pipeline[:-1].transform(X)
@@ -212,7 +231,7 @@ def _tree_predictions(target_regressor, X):
 CURVE_KINDS = ("gaussian_process", "random_forest", "ridge", "gradient_boosting", "xgboost")
 
 
-def _gaussian_process(n_features: int, seed: int):
+def _gaussian_process(n_features: int, seed: int) -> "GaussianProcessRegressor":
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
@@ -221,7 +240,7 @@ def _gaussian_process(n_features: int, seed: int):
     return GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed)
 
 
-def _curve_model(kind: str, n_features: int, n_estimators: int, seed: int):
+def _curve_model(kind: str, n_features: int, n_estimators: int, seed: int) -> Pipeline:
     """An unfitted multi-output regressor of one curve kind, on standardized features."""
     from sklearn.multioutput import MultiOutputRegressor
 
@@ -258,19 +277,21 @@ class CurveRegressor(RegressorMixin, BaseEstimator):
     components : principal components of the knots learned by the other kinds (at most the number of knots).
     """
 
-    def __init__(self, kind="gradient_boosting", random_state=None, n_estimators=200, components=4):
+    def __init__(
+        self, kind: str = "gradient_boosting", random_state: Seed = None, n_estimators: int = 200, components: int = 4
+    ) -> None:
         self.kind = kind
         self.random_state = random_state
         self.n_estimators = n_estimators
         self.components = components
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
 
     @_one_thread
-    def fit(self, X, y):
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Self:
         """Fit the regressor to y of shape (n,) or (n, n_knots)."""
         from sklearn.exceptions import ConvergenceWarning
 
@@ -294,7 +315,7 @@ class CurveRegressor(RegressorMixin, BaseEstimator):
         return self
 
     @_one_thread
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted log ratios, shape (n,) or (n, n_knots) like the y given to fit."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)

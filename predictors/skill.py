@@ -10,6 +10,7 @@ difference| between two seeds of one design (and its mean): an error no predicto
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,9 @@ from sklearn.model_selection import LeaveOneGroupOut
 from fitting.errors import UserError
 from predictors.bands import band, half_widths, nearest_knot
 from predictors.knots import KNOT_COLUMNS, curve
+
+if TYPE_CHECKING:
+    from predictors.regressors import CurveRegressor
 
 DEPTH = "l/L"
 
@@ -68,7 +72,9 @@ def blind_baseline(train: pl.DataFrame, depth: np.ndarray) -> np.ndarray:
     return np.mean(curves, axis=0)
 
 
-def hold_out(table: pl.DataFrame, series: pl.DataFrame, features: tuple[str, ...], estimator) -> Heldout:
+def hold_out(
+    table: pl.DataFrame, series: pl.DataFrame, features: tuple[str, ...], estimator: "CurveRegressor"
+) -> Heldout:
     """Predict every group's rows from a fit on the other groups; needs at least 2 groups."""
     groups = table["group"].to_numpy()
     if len(np.unique(groups)) < 2:
@@ -134,12 +140,14 @@ def summarise(heldout: Heldout, table: pl.DataFrame, level: float = 0.9) -> dict
     points = heldout.points
     error = (points["predicted"] - points["measured"]).abs()
     base = (points["baseline"] - points["measured"]).abs()
+    # polars types Series.median() and mean() as any Python literal, whatever the dtype; these are floats.
+    error_median, base_median = float(error.median()), float(base.median())  # type: ignore[arg-type]
     return {
-        "error": float(error.median()),
-        "error_mean": float(error.mean()),
-        "baseline": float(base.median()),
-        "baseline_mean": float(base.mean()),
-        "skill": 1.0 - float(error.median()) / float(base.median()),
+        "error": error_median,
+        "error_mean": float(error.mean()),  # type: ignore[arg-type]
+        "baseline": base_median,
+        "baseline_mean": float(base.mean()),  # type: ignore[arg-type]
+        "skill": 1.0 - error_median / base_median,
         "coverage": coverage(heldout, table, level),
         "level": level,
         "models": table["model"].n_unique(),

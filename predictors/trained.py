@@ -6,8 +6,10 @@ models) and `TrainedPredictor` (`--target paper`: the five Eq. 9 parameters, as 
 
 import datetime
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -21,6 +23,9 @@ from predictors.dataset import TARGETS, table_hash
 from predictors.features import FEATURE_CONVENTION, FEATURES
 from predictors.knots import KNOT_COLUMNS, KNOT_FRACTIONS
 from predictors.regressors import CurveRegressor, EmergencePredictor
+
+if TYPE_CHECKING:
+    from predictors.skill import Heldout
 
 # Bump when the saved fields or their meaning change; files of another format are refused.
 FORMAT = 2
@@ -150,8 +155,8 @@ def train_curve(
     series: str = "ratio",
     estimator: CurveRegressor | None = None,
     level: float = 0.9,
-    excluded=(),
-    heldout=None,
+    excluded: Iterable[tuple[str, int, str]] = (),
+    heldout: "Heldout | None" = None,
 ) -> TrainedCurvePredictor:
     """Fit the curve regressor on a `dataset.curve_table`, and calibrate its bands by leave-one-model-out.
 
@@ -234,9 +239,9 @@ def load(path: Path) -> TrainedPredictor | TrainedCurvePredictor:
         "paper": (TrainedPredictor, EmergencePredictor),
         "curve": (TrainedCurvePredictor, CurveRegressor),
     }.get(target, (None, None))
-    if kind is None or not isinstance(values.get("estimator"), estimator_type):
+    if kind is None or estimator_type is None or not isinstance(values.get("estimator"), estimator_type):
         raise UserError(f"{path} does not hold a predictor this version knows: pass a file written by `mdyn train`")
-    checks = {"feature_convention": FEATURE_CONVENTION}
+    checks: dict[str, object] = {"feature_convention": FEATURE_CONVENTION}
     checks |= (
         {"feature_names": FEATURES, "targets": TARGETS} if target == "paper" else {"knot_fractions": KNOT_FRACTIONS}
     )

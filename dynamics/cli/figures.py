@@ -40,8 +40,9 @@ def figures(
     """Draw the paper's figures and tables from a measurements store: every one the inputs allow.
 
     Figs 1-5 need only the measurements; Figs 6-8 and Tables 1 and 5 the fits (computed from the store when
-    --fits is not given); Fig 2 and Table 3 the architectures; Figs 9-10 a predictor. Each one that cannot be
-    drawn is listed with the reason. Tiny-suite data is marked as toy-model emergence on every figure.
+    --fits is not given); Fig 2 and Table 3 the architectures; Figs 9-10 a predictor; Figs S1-S2 (the attention
+    sink and the sublayer sites) a store swept with --sites all. Each one that cannot be drawn is listed with the
+    reason. Tiny-suite data is marked as toy-model emergence on every figure.
     """
     from rich.console import Console
 

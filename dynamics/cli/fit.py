@@ -63,16 +63,25 @@ def fit(
             "Needed when a model was measured with several probes."
         ),
     ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit this site's series from the store's sites table (a store swept with --sites): attn, mlp, "
+            "mlp_in, or residual; the default fits the measurements. Default --out: STORE/fits-SITE.parquet."
+        ),
+    ] = None,
 ) -> None:
     """Fit A·exp(-λx)·log(x) + K, x = γt + t0 (paper Eq. 9) to every (model, layer) of a measurements table.
 
     Writes one row per model, layer and hypothesis: the five parameters with standard errors, R², AIC,
     BIC and the step of the peak. Prints the mean R² per model (the paper's Table 1) and every failure.
+    With --site, fits that site's rows of the sites table instead (the fits then carry a site column).
     """
     from rich.console import Console
 
     from dynamics.cli.messages import warnings_as_messages
-    from dynamics.store import read_measurements
+    from dynamics.store import read_measurements, read_sites
+    from fitting.contracts import SITES
     from fitting.model import HYPOTHESES, EmergenceModel
     from fitting.table import SERIES, fit_table, hypothesis_summary, r2_summary, select_probe, write_fits
 
@@ -81,12 +90,19 @@ def fit(
     chosen = {"emergence": (EmergenceModel,), "all": HYPOTHESES}.get(hypotheses)
     if chosen is None:
         raise UserError(f"unknown --hypotheses {hypotheses!r}; choose emergence or all")
+    fitted_sites = [name for name in SITES if name != "sink"]
+    if site is not None and site not in fitted_sites:
+        raise UserError(
+            f"cannot fit --site {site!r}; choose one of {', '.join(fitted_sites)} (the sink has no top-1/median series)"
+        )
     console = Console(soft_wrap=True)
     default_dir = store if store.is_dir() else store.parent
-    target = out or (default_dir / (f"fit_{_safe(plot[0])}_layer{plot[1]}_{series}.png" if plot else "fits.parquet"))
+    suffix = f"-{site}" if site else ""
+    default_name = f"fit_{_safe(plot[0])}_layer{plot[1]}_{series}{suffix}.png" if plot else f"fits{suffix}.parquet"
+    target = out or (default_dir / default_name)
     check_output_file(target, (".png", ".pdf", ".svg") if plot else (".parquet",), "--out")
     with warnings_as_messages():
-        measurements = select_probe(read_measurements(store), probe_id)
+        measurements = select_probe(read_measurements(store) if site is None else read_sites(store, site), probe_id)
 
     if plot is not None:
         import polars as pl
@@ -117,27 +133,48 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+# Two-line headers, so that the model names keep the width of an 80-column terminal.
+HYPOTHESIS_HEADERS = {
+    "emergence": "Eq. 9",
+    "log_rise": "log rise",
+    "first_order_step": "1st-order\nstep",
+    "second_order_step": "2nd-order\nstep",
+}
+
+
 def show_summary(console, fits, summary, by_hypothesis):
     """The Table 1 analogue, the failures, and with several hypotheses the Table 5 analogue."""
     import polars as pl
     from rich.table import Table
 
-    table = Table(title="Eq. 9 fit per model (paper Table 1)")
+    table = Table(title="Eq. 9 fit per model (paper Table 1)", title_justify="left")
     for column in ("model", "layers", "mean R²", "layers R² < 0.9", "failed"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     for row in summary.iter_rows(named=True):
         mean = "-" if row["mean_r2"] is None else f"{row['mean_r2']:.4f}"
         table.add_row(row["model"], str(row["layers"]), mean, str(row["layers_r2_below_0_9"]), str(row["failed"]))
     console.print(table)
 
     if by_hypothesis is not None:
-        wide = by_hypothesis.pivot(on="model", index="hypothesis", values="mean_r2").sort("hypothesis")
-        comparison = Table(title="mean R² per hypothesis (paper Table 5)")
-        for column in wide.columns:
-            comparison.add_column(column, justify="left" if column == "hypothesis" else "right")
+        # One row per model and one short column per hypothesis, so that long model names stay readable.
+        wide = by_hypothesis.pivot(on="hypothesis", index="model", values="mean_r2").sort("model")
+        order = [h for h in HYPOTHESIS_HEADERS if h in wide.columns]
+        wide = wide.select("model", *order, *(c for c in wide.columns[1:] if c not in order))
+        comparison = Table(title="mean R² per hypothesis (paper Table 5, transposed)", title_justify="left")
+        comparison.add_column("model", overflow="fold")
+        for column in wide.columns[1:]:
+            comparison.add_column(HYPOTHESIS_HEADERS.get(column, column), justify="right", overflow="fold")
         for row in wide.iter_rows():
             comparison.add_row(row[0], *("-" if v is None else f"{v:.4f}" for v in row[1:]))
         console.print(comparison)
+        limit = by_hypothesis.filter(pl.col("hypothesis") == "second_order_step")
+        if limit["layers_at_limit"].sum():
+            console.print(
+                f"2nd-order step: {limit['layers_at_limit'].sum()} of {limit['layers'].sum()} layers "
+                "collapsed to the first-order limit (damping zeta >> 1), so there its R² equals the "
+                "1st-order one: the data hold no second-order behaviour.",
+                markup=False,
+            )
 
     failed = fits.filter(~pl.col("success"))
     for row in failed.head(20).iter_rows(named=True):

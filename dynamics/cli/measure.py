@@ -25,8 +25,9 @@ def measure(
     dtype: options.Dtype = "auto",
     reduce_dtype: options.ReduceDtype = "float32",
     device: options.Device = "auto",
-    batch_size: options.BatchSize = 1,
+    batch_size: options.BatchSize = None,
     bos: options.Bos = False,
+    sites: options.Sites = "residual",
     offline: options.Offline = False,
     cache_dir: options.CacheDir = None,
     model_name: options.Model = None,
@@ -39,6 +40,7 @@ def measure(
     the block's output (the residual stream), and where the top-1 sits. Prints a per-layer summary (means
     over sequences; ratio = mean top-1 / mean median, paper Eq. 8) and writes one parquet shard into the store.
     A checkpoint the store already holds with this probe is not measured again: its stored rows are shown.
+    With --sites, also the sublayer sites and the attention sink of every layer (the store's sites table).
     """
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -46,21 +48,23 @@ def measure(
     if store_dir is None:
         raise UserError("missing --store: give the store folder to write into")
     from dynamics import store
+    from dynamics.cli.messages import warnings_as_messages
     from dynamics.revisions import PYTHIA
     from dynamics.sources import ModelFolderSource, open_source
     from dynamics.sweep import plan_revisions, run
     from fitting.contracts import MEASURED
 
     options.quiet_transformers()
-    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos)
+    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos, sites)
     store.check_store(store_dir)
     source = open_source(
         model, offline=offline or None, cache_dir=cache_dir, eviction="keep", model=model_name, one_model=True
     )
     if isinstance(source, ModelFolderSource):
         revision = source.revision
-    the_plan = plan_revisions(source, store_dir, {revision: PYTHIA.step(revision)}, settings, lock_timeout)
-    ledger = run(source, store_dir, the_plan, settings, prefetch=False, lock_timeout=lock_timeout)
+    with warnings_as_messages():
+        the_plan = plan_revisions(source, store_dir, {revision: PYTHIA.step(revision)}, settings, lock_timeout)
+        ledger = run(source, store_dir, the_plan, settings, prefetch=False, lock_timeout=lock_timeout)
     row = ledger.filter(ledger["revision"] == revision).row(0, named=True) if ledger.height else None
     if row is not None and row["status"] not in MEASURED:
         raise UserError(f"{source.model}@{revision} was not measured ({row['status']}): {row['detail']}")
@@ -68,6 +72,46 @@ def measure(
     rows = rows.filter((rows["revision"] == revision) & (rows["probe_id"] == the_plan.probe.probe_id))
     path = store.shard_path(store_dir, store.MEASUREMENTS, source.model, revision, the_plan.probe.probe_id)
     _print_summary(rows, the_plan.probe, path, fresh=row is not None)
+    if settings.site_table():
+        path = store.shard_path(store_dir, store.SITES, source.model, revision, the_plan.probe.probe_id)
+        _print_sites(store.read_shards([path], store.SITES.schema), settings.sites, path)
+
+
+def _print_sites(rows, sites, path: Path) -> None:
+    """Per layer and site: the mean top-1 and the most frequent channel of the top-1; for the sink, rate and mass."""
+    import polars as pl
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    summary = (
+        rows.group_by("layer", "site")
+        .agg(
+            pl.col("top1").mean(),
+            pl.col("top1_dim").mode().first(),
+            pl.col("sink_rate").mean(),
+            pl.col("sink_mass").mean(),
+        )
+        .sort("layer")
+    )
+    table = Table(title=escape("sites: mean top-1 [channel of the top-1, mode]; sink: rate (mass)"))
+    table.add_column("layer", justify="right")
+    for site in sites:
+        table.add_column(site, justify="right")
+    for (layer,), part in summary.group_by("layer", maintain_order=True):
+        cells = {r["site"]: r for r in part.iter_rows(named=True)}
+        table.add_row(
+            str(layer),
+            *(
+                f"{cells[s]['sink_rate']:.2f} ({cells[s]['sink_mass']:.3f})"
+                if s == "sink"
+                else escape(f"{cells[s]['top1']:.4g} [{cells[s]['top1_dim']}]")
+                for s in sites
+            ),
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"sites in {path}", markup=False)
 
 
 def _print_summary(rows, probes, path: Path, fresh: bool) -> None:

@@ -27,10 +27,24 @@ def sweep(
     steps: Annotated[
         str,
         typer.Option(
-            help="Which revisions: all, every:K, log:N, paper (~37 steps as in the paper), or a list like "
-            "0,1000,step143000."
+            help="Which revisions: all, every:K, log:N, paper (~37 steps as in the paper), a list like "
+            "0,1000,step143000, or adaptive:N (N revisions, each chosen where it sharpens the fitted curves most)."
         ),
     ] = "all",
+    until_band: Annotated[
+        float | None,
+        typer.Option(
+            help="adaptive:N: stop before N once every layer's 95 % band (relative half-width) is narrower than this."
+        ),
+    ] = None,
+    per_round: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="adaptive:N: revisions picked per round (default 1 here; with --executor slurm, one array per "
+            "round of --array-parallelism or 4 picks).",
+        ),
+    ] = None,
     probe: options.Probe = "auto",
     probe_text: options.ProbeText = None,
     n_seq: options.NSeq = 10,
@@ -38,8 +52,9 @@ def sweep(
     dtype: options.Dtype = "auto",
     reduce_dtype: options.ReduceDtype = "float32",
     device: options.Device = "auto",
-    batch_size: options.BatchSize = 1,
+    batch_size: options.BatchSize = None,
     bos: options.Bos = False,
+    sites: options.Sites = "residual",
     keep_checkpoints: options.KeepCheckpoints = False,
     evict: options.Evict = False,
     offline: options.Offline = False,
@@ -70,6 +85,16 @@ def sweep(
     array_parallelism: Annotated[
         int | None, typer.Option(min=1, help="At most this many tasks run at once.", rich_help_panel=SLURM)
     ] = None,
+    revisions_per_task: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Consecutive revisions one task measures (one model load, one start of Python). Default: sized "
+            "from the model, so that a task's start is under a tenth of its time (dozens for tiny models, 1 for "
+            "billions of parameters). Resubmission stays per revision.",
+            rich_help_panel=SLURM,
+        ),
+    ] = None,
     slurm_arg: Annotated[
         list[str] | None,
         typer.Option(
@@ -91,6 +116,11 @@ def sweep(
     With --executor slurm the same plan becomes one Slurm job array, one task per revision of all targets; the
     job script and task table go to STORE/slurm/. `mdyn status` follows the array; rerunning the command
     submits only what is neither measured nor queued.
+
+    With --steps adaptive:N the sweep chooses as it measures: from 6-8 log-spaced revisions, it fits every layer
+    and measures next the revision that most narrows the fitted curves, until N are measured (or every layer's
+    band is narrower than --until-band). With --executor slurm each command submits one round as one array;
+    rerun it once the round is done to plan the next. The design is kept in STORE/adaptive/.
     """
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -111,15 +141,26 @@ def sweep(
         time=time_limit,
         array_parallelism=array_parallelism,
         extra=slurm.parse_slurm_args(slurm_arg or []),
+        revisions_per_task=revisions_per_task,
     )
     if executor not in ("local", "slurm"):
         raise UserError(f"unknown --executor {executor!r}; use local or slurm")
     if executor == "local" and resources != slurm.Resources():
         raise UserError("Slurm options (--partition, --time, ...) need --executor slurm; add it or drop them")
-    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos)
+    settings = options.settings(probe, probe_text, n_seq, seq_len, dtype, reduce_dtype, device, batch_size, bos, sites)
     policy = options.eviction(keep_checkpoints, evict)
+    budget = _adaptive_budget(steps, until_band, per_round, executor, resources)
     max_array = slurm.check_cluster(resources) if executor == "slurm" else 0
     with warnings_as_messages():
+        if budget is not None:
+            from dynamics.cli.adaptive import sweep_adaptive
+
+            args = (console, expand_targets(targets), store_dir, budget, settings, executor, resources, max_array)
+            if not sweep_adaptive(
+                *args, lock_timeout, offline=offline or None, cache_dir=cache_dir, eviction=policy, model=model_name
+            ):
+                raise typer.Exit(1)
+            return
         plans = plan_targets(
             console,
             expand_targets(targets),
@@ -138,6 +179,26 @@ def sweep(
         ledger = sweep_locally(console, plans, store_dir, settings, lock_timeout)
     if ledger.height and not ledger["status"].is_in(list(MEASURED)).any() and any(p.to_measure for _, p in plans):
         raise typer.Exit(1)
+
+
+def _adaptive_budget(steps, until_band, per_round, executor, resources):
+    """The budget of `--steps adaptive:N`, or None for a fixed selection (which takes no adaptive option)."""
+    from dynamics.revisions import ADAPTIVE
+
+    if steps.strip().partition(":")[0] != ADAPTIVE:
+        if until_band is not None or per_round is not None:
+            raise UserError("--until-band and --per-round need --steps adaptive:N; add it or drop them")
+        return None
+    # Only an adaptive sweep fits curves while measuring: a fixed one never imports the fitting code.
+    from dynamics.adaptive import Budget, parse
+    from dynamics.cli.adaptive import SLURM_PER_ROUND
+
+    n = parse(steps)
+    if until_band is not None and not until_band > 0:
+        raise UserError(f"--until-band must be a relative half-width above 0, e.g. 0.05, not {until_band}")
+    if per_round is None:
+        per_round = (resources.array_parallelism or SLURM_PER_ROUND) if executor == "slurm" else 1
+    return Budget(n, until_band, per_round)
 
 
 def plan_targets(console, targets, store_dir, steps, settings, lock_timeout=300.0, **source_options):
@@ -196,10 +257,12 @@ def _submit(console, store_dir, plans, settings, resources, max_array) -> None:
         )
         return
     job, folder, n_tasks = submitted
+    n_revisions = sum(len(the_plan.to_measure) for _, the_plan in plans)
     limit = f", at most {resources.array_parallelism} at a time" if resources.array_parallelism else ""
     console.print(
-        f"submitted job array {job}: {n_tasks} tasks{limit}; script {folder / 'sweep.sbatch'}, "
-        f"logs in {folder / 'logs'}. Follow it with: mdyn status --store {store_dir}"
+        f"submitted job array {job}: {n_tasks} tasks for {n_revisions} revisions{limit}; script "
+        f"{folder / 'sweep.sbatch'}, logs in {folder / 'logs'}. Follow it with: mdyn status --store {store_dir}",
+        markup=False,
     )
 
 
@@ -209,16 +272,17 @@ def sweep_task(
         int, typer.Option("--index", help="The task to run: its index in tasks.json ($SLURM_ARRAY_TASK_ID).")
     ],
 ) -> None:
-    """Measure one revision of a Slurm submission, as its job script does for each array task."""
+    """Measure the revisions of one Slurm array task, as its job script does for each array index."""
     from dynamics.slurm import run_task
 
     options.quiet_transformers()
-    row = run_task(tasks, index)
-    if row is None:
+    rows = run_task(tasks, index)
+    if not rows:
         print(f"task {index}: already measured")
         return
-    print(f"task {index}: {row['model']} {row['revision']} {row['status']} {row['detail']}".rstrip())
-    if row["status"] not in MEASURED:
+    for row in rows:
+        print(f"task {index}: {row['model']} {row['revision']} {row['status']} {row['detail']}".rstrip())
+    if any(row["status"] not in MEASURED for row in rows):
         raise typer.Exit(1)
 
 
@@ -227,8 +291,11 @@ def status(
 ) -> None:
     """Print a store's ledger: how many revisions are ok, missing, corrupt, duplicate or failed, and which.
 
+    Also which sites (--sites) the store holds for each model.
+
     For Slurm submissions also each revision's task: pending, running, done or failed (from the ledger,
-    squeue, and sacct where the cluster keeps accounting).
+    squeue, and sacct where the cluster keeps accounting). For adaptive sweeps (--steps adaptive:N) also the
+    design so far: its rounds, picks, criterion values and widest band.
     """
     import warnings
 
@@ -241,11 +308,14 @@ def status(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreadableShardWarning)  # listed below, with what happens to them
         ledger = store.load(root, store.LEDGER)
-        bad = store.unreadable(root, store.MEASUREMENTS) + store.unreadable(root, store.LEDGER)
+        bad = [
+            pair for table in (store.MEASUREMENTS, store.LEDGER, store.SITES) for pair in store.unreadable(root, table)
+        ]
         if ledger.is_empty():
             console.print(f"{root}: no sweep recorded yet ({store.load(root).height} measurement rows)", markup=False)
         else:
             _print_outcome(console, ledger)
+        _print_sites(console, store.read_shards(store.shards(root, store.SITES), store.SITES.schema, SITE_KEYS))
     if bad:
         console.print(
             f"{len(bad)} unreadable shard(s); the next `mdyn sweep` into this store sets them aside in "
@@ -257,6 +327,22 @@ def status(
     tasks = slurm.progress(root)
     if not tasks.is_empty():
         _print_progress(console, tasks)
+    from dynamics.cli.adaptive import print_designs
+
+    print_designs(console, root)
+
+
+SITE_KEYS = ["model", "revision", "site"]
+
+
+def _print_sites(console, sites) -> None:
+    """Per model, which sites its sites table holds and for how many revisions (nothing when there is none)."""
+    import polars as pl
+
+    counts = sites.group_by("model", "site").agg(pl.col("revision").n_unique().alias("n")).sort("model", "site")
+    for (model,), part in counts.group_by("model", maintain_order=True):
+        held = ", ".join(f"{site} ({n} revisions)" for site, n in part.select("site", "n").iter_rows())
+        console.print(f"sites of {model}: {held}", markup=False)
 
 
 def _print_progress(console, tasks) -> None:

@@ -244,7 +244,8 @@ def run_paper_training(
     from predictors.trained import train as fit_predictor
 
     with warnings_as_messages():
-        table = training_table(read_fits(fits), architectures_for(None, architectures), series)
+        # `mdyn fit` writes STORE/fits.parquet: the architectures that store recorded while measuring serve too.
+        table = training_table(read_fits(fits), architectures_for(Path(fits).parent, architectures), series)
         models = table["model"].unique().to_list()
         console.print(f"Training on {table.height} layers of {len(models)} models (series {series!r}).")
         X, Y = table.select(FEATURES).to_numpy(), table.select(PARAMS).to_numpy()

@@ -138,3 +138,15 @@ def test_bos_probes_start_with_bos_and_change_the_probe_id():
     # The text after BOS is the same stream, cut into chunks one token shorter.
     np.testing.assert_array_equal(bos.token_ids[0, 1:], plain.token_ids[0, :15])
     assert bos.probe_id != plain.probe_id and bos.source.endswith("+bos")
+
+
+def test_the_default_batch_takes_every_sequence_that_fits():
+    from dynamics.measure import CPU_BATCH_BYTES, auto_batch_size
+    from tests.tiny import tiny_model
+
+    model = tiny_model("gpt_neox")
+    assert auto_batch_size(model, n_seq=10, seq_len=64) == 10
+    # Per sequence: seq x (8 d + 2 d_ff + 2 heads seq) float32 entries; a budget's worth of them makes one batch.
+    per_seq = 2048 * (8 * 32 + 2 * 128 + 2 * 4 * 2048) * 4
+    assert auto_batch_size(model, n_seq=1000, seq_len=2048) == CPU_BATCH_BYTES // per_seq
+    assert auto_batch_size(model, n_seq=3, seq_len=2**20) == 1  # never less than one

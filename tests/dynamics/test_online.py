@@ -228,6 +228,13 @@ def test_duplicates_are_flagged_from_lfs_sha256_without_downloading_them(swept, 
     assert "2 settled without download" in said(swept.done)
 
 
+def test_planning_lists_the_revisions_concurrently(swept):
+    listings = sorted((r.started, r.finished) for r in swept.requests if "/tree/" in r.path)
+    assert len(listings) >= 20  # one listing per revision: fingerprints come from the LFS metadata
+    overlapping = sum(later_start < finish for (_, finish), (later_start, _) in zip(listings, listings[1:]))
+    assert overlapping > 0  # 154 Pythia revisions must not cost 154 sequential round trips
+
+
 def test_missing_and_corrupt_revisions_are_recorded_and_not_measured(swept, served):
     ledger = {r["revision"]: r for r in store.load(swept.root, store.LEDGER).iter_rows(named=True)}
     assert ledger[served.missing]["status"] == "missing" and "no weight files" in ledger[served.missing]["detail"]

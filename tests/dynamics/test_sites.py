@@ -455,9 +455,9 @@ def test_a_slurm_task_reads_the_sites_back_from_its_json_table(micro, tmp_path):
         ],
     }
     (tmp_path / "tasks.json").write_text(json.dumps(table))
-    assert run_task(tmp_path / "tasks.json", 0)["status"] == "ok"
+    assert [row["status"] for row in run_task(tmp_path / "tasks.json", 0)] == ["ok"]
     assert set(store.load(root, store.SITES)["site"]) == {"mlp_in", "sink"}
-    assert run_task(tmp_path / "tasks.json", 0) is None  # complete: nothing to do
+    assert run_task(tmp_path / "tasks.json", 0) == []  # complete: nothing to do
 
 
 BAD_SITES = {

@@ -119,7 +119,16 @@ def test_scan_cache_dir_lists_every_scheduled_branch(suite):
 
 def test_manifest_holds_every_documented_key(suite, tmp_path):
     cache, manifest = suite
-    assert set(manifest) == {"format", "preset", "suite", "corpus", "tokenizer", "architecture_family", "models"}
+    assert set(manifest) == {
+        "format",
+        "preset",
+        "suite",
+        "corpus",
+        "tokenizer",
+        "architecture_family",
+        "design",
+        "models",
+    }
     assert manifest["corpus"]["sha256"] == corpus_hash("train")
     assert manifest["corpus"]["n_tokens"] > 0 and manifest["tokenizer"]["vocab_size"] == MICRO.vocab_size
     assert manifest["architecture_family"]["use_parallel_residual"] is True
@@ -171,7 +180,20 @@ def test_manifest_holds_every_documented_key(suite, tmp_path):
     manifest_path, csv_path = write_suite_tables(manifest, tmp_path)
     assert json.loads(manifest_path.read_text()) == manifest
     table = pl.read_csv(csv_path)
-    assert table.columns == ["model", "n_layers", "d_model", "n_heads", "d_ff", "n_params", "source"]
+    assert table.columns == [
+        "model",
+        "n_layers",
+        "d_model",
+        "n_heads",
+        "d_ff",
+        "n_params",
+        "total_steps",
+        "peak_lr",
+        "tokens_per_step",
+        "seed",
+        "source",
+    ]
+    assert table["total_steps"].to_list() == [20, 20] and table["peak_lr"].to_list() == [3e-3, 3e-3]
     assert table["model"].to_list() == [m["model"] for m in manifest["models"]]
     assert table["n_heads"].to_list() == [2, 4]
 

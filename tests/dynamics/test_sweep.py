@@ -170,3 +170,21 @@ def test_bad_input_is_one_line_exit_2(tinyrepo, tmp_path, capsys, args, message)
     code, cap = run_main(["sweep", *args, *SWEEP_ARGS, "--keep-checkpoints"], capsys)
     lines = cap.err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], cap.err
+
+
+def test_the_sweep_path_imports_no_fitting_learning_or_plotting_library(tinyrepo, tmp_path):
+    """A Slurm task or a sweep pays for every import at its start: lmfit, scikit-learn and matplotlib stay out."""
+    code = (
+        "import sys\n"
+        "from dynamics.cli.app import main\n"
+        f"sys.argv = ['mdyn', 'sweep', {tinyrepo.repo_id!r}, '--store', {str(tmp_path / 'store')!r}, '--steps', '0,1',"
+        " '--offline', '--probe', 'embedded', '--n-seq', '2', '--seq-len', '32']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'lmfit', 'sklearn', 'matplotlib', 'skops'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **tinyrepo.env}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert store.load(tmp_path / "store")["revision"].n_unique() == 2

@@ -18,7 +18,7 @@ from fitting.curves import (
 )
 from fitting.synthetic import paper_like_steps, pythia_steps
 
-PYTHIA_410M_LAYER0 = dict(A=0.19914, lam=0.12452, gamma=1.1244e-4, t0=0.62122, K=0.12193)  # PAPER.md section 2
+PYTHIA_410M_LAYER0 = dict(A=0.19914, lam=0.12452, gamma=1.1244e-4, t0=0.62122, K=0.12193)  # docs/science.md §2.5
 STEPS = pythia_steps().astype(float)
 
 

@@ -9,12 +9,19 @@ from hypothesis import strategies as st
 from scipy.special import lambertw
 
 from fitting.curves import emergence, t_peak
-from fitting.model import HYPOTHESES, EmergenceModel, FirstOrderStepModel, LogRiseModel, fit_curve
+from fitting.model import (
+    HYPOTHESES,
+    EmergenceModel,
+    FirstOrderStepModel,
+    LogRiseModel,
+    SecondOrderStepModel,
+    fit_curve,
+)
 from fitting.synthetic import paper_like_steps, pythia_steps, synthetic_measurements
 from fitting.table import series_table
 
 CASES = {
-    "pythia-410m-layer0": dict(A=0.19914, lam=0.12452, gamma=1.1244e-4, t0=0.62122, K=0.12193),  # PAPER.md
+    "pythia-410m-layer0": dict(A=0.19914, lam=0.12452, gamma=1.1244e-4, t0=0.62122, K=0.12193),  # docs/science.md §2.5
     "early-peak": dict(A=50.0, lam=0.5, gamma=4e-4, t0=1.2, K=20.0),  # peak near step 2900, then decay
     "log-rise": dict(A=30.0, lam=1e-3, gamma=1e-3, t0=1.5, K=8.0),  # lam ~ 0: no decay within the data
     "flat-after-rise": dict(A=40.0, lam=1.0, gamma=1e-3, t0=0.1, K=60.0),  # rises to K by step ~5000
@@ -218,3 +225,15 @@ def test_fits_of_noisy_eq9_curves_are_at_least_as_good_as_the_truth(lam, log_pea
     fit = fit_curve(EmergenceModel(), steps, noisy)
     assert fit.success, fit.message
     assert np.sum((noisy - emergence(steps, **fit.params)) ** 2) <= np.sum((noisy - clean) ** 2) * (1 + 1e-6)
+
+
+def test_a_second_order_fit_that_collapses_to_first_order_says_so():
+    t = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1500, 2000, 3000], dtype=float)
+    y = 18.0 * (1 - np.exp(-t / 60.0)) * (1 + 0.01 * np.sin(t))  # a first-order rise, nothing oscillating
+    first, second = fit_curve(FirstOrderStepModel(), t, y), fit_curve(SecondOrderStepModel(), t, y)
+    assert second.params["zeta"] > 10 and "collapsed to the first-order limit" in second.message
+    assert second.r2 == pytest.approx(first.r2, abs=1e-4)
+    tau = 2 * second.params["zeta"] / second.params["omega_n"]
+    assert tau == pytest.approx(first.params["tau"], rel=0.05)
+    under = 18.0 * (1 - np.exp(-t / 200.0) * np.cos(t / 150.0))
+    assert "first-order" not in fit_curve(SecondOrderStepModel(), t, under).message

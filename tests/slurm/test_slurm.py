@@ -22,7 +22,18 @@ from tests.cli import run_main
 pytestmark = pytest.mark.slurm
 
 SETTINGS = Settings(probe="embedded", n_seq=2, seq_len=32)
-SWEEP_ARGS = ["--probe", "embedded", "--n-seq", "2", "--seq-len", "32", "--keep-checkpoints"]
+# One revision per task, so that tests can cancel or watch single revisions (chunks have their own test).
+SWEEP_ARGS = [
+    "--probe",
+    "embedded",
+    "--n-seq",
+    "2",
+    "--seq-len",
+    "32",
+    "--keep-checkpoints",
+    "--revisions-per-task",
+    "1",
+]
 ARRAY_TIMEOUT_S = 120
 
 
@@ -124,6 +135,28 @@ def test_rerun_submits_only_cancelled_and_failed_tasks(slurm_cluster, tinyrepo, 
     assert code == 0 and "Slurm tasks by state" in cap.out and f"{tinyrepo.corrupt} (task " in cap.out
 
 
+def test_a_task_measures_a_chunk_of_revisions_and_resubmission_stays_per_revision(
+    slurm_cluster, tinyrepo, tmp_path, capsys
+):
+    root = tmp_path / "store"
+    steps = f"0,1,2,4,{tinyrepo.corrupt},9000"
+    args = ["sweep", tinyrepo.repo_id, "--store", root, "--steps", steps, *SWEEP_ARGS[:-2], "--executor", "slurm"]
+    code, cap = run_main(args, capsys)
+    assert code == 0 and "submitted job array" in cap.err and ": 1 tasks" in cap.err, cap.err  # a tiny model
+    (table,) = [json.loads(p.read_text()) for p in (root / "slurm").glob("*/tasks.json")]
+    assert {t["array_index"] for t in table["tasks"]} == {0} and len(table["tasks"]) == 6
+    states = state_of(wait_for_array(root))
+    assert states[(tinyrepo.repo_id, tinyrepo.corrupt)] == "failed"
+    assert sum(state == "done" for state in states.values()) == 5
+    assert store.load(root)["revision"].n_unique() == 5
+    # The rerun sends only the corrupt revision, in a task of its own.
+    code, cap = run_main(args, capsys)
+    assert code == 0 and ": 1 tasks" in cap.err, cap.err
+    newest = json.loads(sorted((root / "slurm").glob("*/tasks.json"))[-1].read_text())
+    assert [t["revision"] for t in newest["tasks"]] == [tinyrepo.corrupt]
+    wait_for_array(root)
+
+
 def test_family_goes_into_one_array_and_queued_tasks_are_not_submitted_twice(
     slurm_cluster, tiny_family, tmp_path, capsys
 ):
@@ -221,3 +254,33 @@ def test_slurm_time_formats_pass(text):
 def test_other_time_formats_fail(text):
     with pytest.raises(UserError, match="not a Slurm time limit"):
         slurm.check_time(text)
+
+
+def test_adaptive_design_goes_out_one_small_array_per_round(slurm_cluster, tinyrepo, tmp_path, capsys):
+    root = tmp_path / "store"
+    args = ["sweep", tinyrepo.repo_id, "--store", root, "--steps", "adaptive:8", "--per-round", "2", *SWEEP_ARGS]
+    args += ["--executor", "slurm", "--array-parallelism", "2"]
+    sizes = []
+    for _ in range(5):  # the log-spaced start, then rounds of 2 (one more when a pick fails, as the corrupt one does)
+        code, cap = run_main(args, capsys)
+        assert code == 0, cap.err
+        if "design stopped" in cap.err:
+            break
+        assert "submitted job array" in cap.err, cap.err
+        table = json.loads(sorted((root / "slurm").glob("*/tasks.json"))[-1].read_text())
+        sizes.append(len(table["tasks"]))
+        assert all(t["note"].startswith("adaptive pick ") for t in table["tasks"])
+        if len(sizes) == 1:  # while a round is queued, a rerun waits for it instead of planning the next
+            job = (root / "slurm" / table["submission"] / "job_id").read_text()
+            subprocess.run(["scontrol", "hold", job], check=True, timeout=30)
+            code, cap = run_main(args, capsys)
+            subprocess.run(["scontrol", "release", job], check=True, timeout=30)
+            assert code == 0 and "still queued or running" in cap.err and len(list((root / "slurm").iterdir())) == 1
+        wait_for_array(root)
+    assert sizes[0] == 6 and len(sizes) >= 2 and all(size <= 2 for size in sizes[1:]), sizes
+    ok = store.load(root, store.LEDGER).filter(pl.col("status") == "ok")
+    assert ok.height == 8 and ok["detail"].str.starts_with("adaptive pick ").all()
+    (path,) = (root / "adaptive").glob("*.json")
+    design = json.loads(path.read_text())
+    assert [len(r["picks"]) for r in design["rounds"]] == sizes and all("job" in r for r in design["rounds"])
+    assert design["stop"]["reason"] == "budget" and design["stop"]["measured"] == 8
