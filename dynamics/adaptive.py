@@ -289,13 +289,13 @@ def prepare(
 
 def submit_round(
     root: Path,
-    rounds: list[tuple["CheckpointSource", "Plan", Round]],
-    budget: Budget,
+    rounds: list[tuple["CheckpointSource", "Plan", Round, Budget]],
     settings: "Settings",
     resources: "Resources",
     max_array_size: int = 1001,
 ) -> tuple[str, Path, int] | None:
-    """Submit the picks of one round of every design as one Slurm array: (job id, folder, tasks), None if none."""
+    """Submit the picks of one round of every design (each with its budget) as one Slurm array: (job id, folder,
+    tasks), None if none."""
     from dynamics import slurm
 
     plans = [
@@ -305,7 +305,7 @@ def submit_round(
                 the_plan, to_measure={p.revision: p.step for p in r.picks}, settled=[], notes=r.notes(budget)
             ),
         )
-        for source, the_plan, r in rounds
+        for source, the_plan, r, budget in rounds
     ]
     return slurm.submit(root, plans, settings, resources, max_array_size)
 

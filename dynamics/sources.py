@@ -155,7 +155,7 @@ class HubSource:
         self.model = repo_id
         self.origin = f"hub:{repo_id}"
         self.offline = constants.HF_HUB_OFFLINE if offline is None else offline
-        self.cache_dir = Path(constants.HF_HUB_CACHE if cache_dir is None else cache_dir).expanduser()
+        self.cache_dir = Path(constants.HF_HUB_CACHE if cache_dir is None else cache_dir).expanduser().absolute()
         self.eviction = eviction or ("keep" if self.offline else "downloaded")
         if self.eviction not in EVICTIONS:
             raise ValueError(f"eviction must be one of {EVICTIONS}, not {self.eviction!r}")

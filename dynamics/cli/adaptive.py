@@ -1,5 +1,6 @@
 """`mdyn sweep --steps adaptive:N`: a design per target, measured here or one Slurm round per command; its status."""
 
+from dataclasses import replace
 from pathlib import Path
 
 SLURM_PER_ROUND = 4  # picks per Slurm round without --per-round or --array-parallelism
@@ -27,40 +28,43 @@ def sweep_adaptive(
         source = open_source(target, **source_options)
         the_plan, held = adaptive.prepare(source, store_dir, settings, lock_timeout=lock_timeout)
         available = len(the_plan.to_measure) + held["revision"].n_unique()
+        # A budget above what the repo holds is the whole series, measured in the design's order.
+        own = replace(budget, n=min(budget.n, available))
         design = adaptive.start_design(
             adaptive.load_design(store_dir, the_plan.model, the_plan.probe.probe_id),
             the_plan.model,
             the_plan.probe.probe_id,
-            budget,
+            own,
             available,
         )
         probe = the_plan.probe
+        size = f"at most {own.n} of {available}" if own.n < available else f"all {available} (adaptive:{budget.n})"
         console.print(
-            f"{the_plan.model}: adaptive design of at most {budget.n} of {available} revisions, "
+            f"{the_plan.model}: adaptive design of {size} revisions, "
             f"{held['revision'].n_unique()} "
             f"already in {store_dir}, {len(the_plan.settled)} settled without download; probe {probe.source} "
             f"({probe.n_seq} x {probe.seq_len}, id {probe.probe_id})",
             markup=False,
             highlight=False,
         )
-        prepared.append((source, the_plan, held, design))
+        prepared.append((source, the_plan, held, design, own))
     if executor == "slurm":
-        _submit_round(console, store_dir, prepared, budget, settings, resources, max_array, lock_timeout)
+        _submit_round(console, store_dir, prepared, settings, resources, max_array, lock_timeout)
         return True
     tried = measured = 0
-    for source, the_plan, held, design in prepared:
+    for source, the_plan, held, design, own in prepared:
         counts = [0, 0]
 
-        def on_round(the_round, new, model=the_plan.model, counts=counts):
+        def on_round(the_round, new, model=the_plan.model, counts=counts, own=own):
             counts[0] += len(the_round.picks)
             counts[1] += new["revision"].n_unique()
-            _print_round(console, model, the_round, new, budget)
+            _print_round(console, model, the_round, new, own)
 
         adaptive.run_design(
             the_plan.to_measure,
             held,
             adaptive.engine(source, store_dir, the_plan, settings, lock_timeout),
-            budget,
+            own,
             design,
             save=lambda d: adaptive.save_design(store_dir, d, lock_timeout),
             on_round=on_round,
@@ -83,13 +87,13 @@ def _print_round(console, model, the_round, new, budget) -> None:
         console.print(f"{model} {pick.revision}: {note}: {outcome}", markup=False, highlight=False)
 
 
-def _submit_round(console, store_dir, prepared, budget, settings, resources, max_array, lock_timeout) -> None:
+def _submit_round(console, store_dir, prepared, settings, resources, max_array, lock_timeout) -> None:
     """Plan the next round of every design whose last round has finished, and submit them all as one array."""
     from dynamics import adaptive, slurm
 
     flying = slurm.in_flight(store_dir)
     rounds = []
-    for source, the_plan, held, design in prepared:
+    for source, the_plan, held, design, budget in prepared:
         waiting = sum((the_plan.model, rev, the_plan.probe.probe_id) in flying for rev in the_plan.to_measure)
         if waiting:
             console.print(
@@ -104,14 +108,14 @@ def _submit_round(console, store_dir, prepared, budget, settings, resources, max
             adaptive.save_design(store_dir, design, lock_timeout)
             _print_round(console, the_plan.model, the_round, held.clear(), budget)
             continue
-        rounds.append((source, the_plan, held, design, the_round))
+        rounds.append((source, the_plan, held, design, the_round, budget))
     submitted = adaptive.submit_round(
-        store_dir, [(s, p, r) for s, p, _, _, r in rounds], budget, settings, resources, max_array
+        store_dir, [(s, p, r, b) for s, p, _, _, r, b in rounds], settings, resources, max_array
     )
     if submitted is None:
         return
     job, folder, n_tasks = submitted
-    for _, the_plan, held, design, the_round in rounds:
+    for _, the_plan, held, design, the_round, budget in rounds:
         adaptive.add_round(design, the_round, held["revision"].n_unique(), job=job, submission=folder.name)
         adaptive.save_design(store_dir, design, lock_timeout)
         for note in the_round.notes(budget).values():

@@ -50,10 +50,15 @@ def layer_means(measurements: pl.DataFrame) -> pl.DataFrame:
 
 
 def endpoints(means: pl.DataFrame) -> pl.DataFrame:
-    """The rows of `layer_means` at each model's first and last step, with a column `when` (first | last)."""
+    """The rows of `layer_means` at each model's first and last step, with a column `when` (first | last).
+
+    A model measured at one step has it as both, so that every model has a first and a last row."""
     first, last = pl.col("step").min().over("model"), pl.col("step").max().over("model")
-    return means.filter((pl.col("step") == first) | (pl.col("step") == last)).with_columns(
-        when=pl.when(pl.col("step") == first).then(pl.lit("first")).otherwise(pl.lit("last"))
+    return pl.concat(
+        [
+            means.filter(pl.col("step") == first).with_columns(when=pl.lit("first")),
+            means.filter(pl.col("step") == last).with_columns(when=pl.lit("last")),
+        ]
     )
 
 

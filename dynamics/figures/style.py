@@ -63,8 +63,10 @@ def family(model: str) -> str:
 
 
 def depth_order(table: pl.DataFrame) -> list[str]:
-    """The models of a table ordered by number of layers, then name (a stand-in for size)."""
-    layers = table.group_by("model").agg(pl.col("layer").max()).sort("layer", "model")
+    """The models of a table ordered by number of layers (a stand-in for size), then by how many steps they were
+    measured at (so that of equally deep models the last is the one with the longest series), then name."""
+    steps = pl.col("step").n_unique() if "step" in table.columns else pl.lit(0)
+    layers = table.group_by("model").agg(pl.col("layer").max(), steps.alias("steps")).sort("layer", "steps", "model")
     return layers["model"].to_list()
 
 

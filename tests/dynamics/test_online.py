@@ -21,47 +21,17 @@ import polars.selectors as cs
 import pytest
 
 from dynamics import slurm, store
-from dynamics.corpus import read_corpus
-from dynamics.hubcache import publish_revision, repo_folder
-from dynamics.probes import PAPER_DATASET, PAPER_N_DOCS
+from dynamics.hubcache import repo_folder
+from dynamics.probes import PAPER_DATASET
 from dynamics.sources import HubSource
 from dynamics.sweep import plan, run
 from tests.cli import run_main
 from tests.dynamics.test_sweep import SETTINGS, SWEEP_ARGS, comparable
+from tests.fixtures.hubdata import REDPAJAMA_FILES, publish_redpajama_standin
 from tests.fixtures.hubserver import HubServer, Request
 from tests.fixtures.tinyrepo import FINAL, TinyRepo
 
 TOKEN = "hf_mdynTestTokenThatMustNotLeak0123"
-# The sample's top-level JSON Lines files, one per RedPajama subset, as the dataset repo lays them out.
-REDPAJAMA_FILES = (
-    "arxiv_sample.jsonl",
-    "book_sample.jsonl",
-    "c4_sample.jsonl",
-    "cc_2019-30_sample.jsonl",
-    "cc_2020-05_sample.jsonl",
-    "cc_2021-04_sample.jsonl",
-    "cc_2022-05_sample.jsonl",
-    "cc_2023-06_sample.jsonl",
-    "github_sample.jsonl",
-    "stackexchange_sample.jsonl",
-    "wikipedia_sample.jsonl",
-)
-
-
-def publish_redpajama_standin(cache_dir: Path) -> None:
-    """A few hundred held-out Shakespeare paragraphs as `PAPER_DATASET`, in the real sample's file layout."""
-    paragraphs = [p.strip() for play in read_corpus("heldout") for p in play.split("\n\n") if len(p.strip()) > 80]
-    per_file = -(-(PAPER_N_DOCS + 6) // len(REDPAJAMA_FILES))  # a few more documents than the probe draws
-    files: dict[str, bytes] = {
-        "README.md": b"# RedPajama-Data-1T-Sample (a stand-in for tests)\n",
-        "RedPajama-Data-1T-Sample.py": b"# the loading script of `datasets`, which the probe never reads\n",
-    }
-    for i, name in enumerate(REDPAJAMA_FILES):
-        docs = paragraphs[i * per_file : (i + 1) * per_file]
-        assert len(docs) == per_file
-        subset = name.removesuffix("_sample.jsonl")
-        files[name] = b"".join(json.dumps({"text": d, "meta": {"source": subset}}).encode() + b"\n" for d in docs)
-    publish_revision(cache_dir, PAPER_DATASET, "main", files, repo_type="dataset")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,16 @@ def test_open_source_follows_hf_hub_offline_and_cache(tinyrepo):
     assert open_source(tinyrepo.repo_id, offline=False).offline is False
 
 
+def test_a_relative_cache_dir_finds_the_same_weights(tinyrepo, monkeypatch):
+    # As `--cache-dir .suite-cache/hub` passes it: relative to the working directory.
+    monkeypatch.chdir(tinyrepo.cache_dir.parent)
+    source = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir.name)
+    assert source.cache_dir == tinyrepo.cache_dir
+    assert check_weights(source.fetch("step1000")) and source.fingerprint("step1000") == offline(tinyrepo).fingerprint(
+        "step1000"
+    )
+
+
 def test_fingerprints_match_exactly_for_repeated_weights(tinyrepo):
     source = offline(tinyrepo)
     good = [r for r in tinyrepo.revisions if r != tinyrepo.missing]

@@ -65,6 +65,26 @@ def test_fig1_overview(case):
     assert caveat_shown(fig) == is_tiny_suite(model)
 
 
+def test_fig1_of_a_model_measured_at_one_step_shows_that_step_as_first_and_last(case):
+    model, n_layers = deepest(case.measurements)
+    part = case.measurements.filter(pl.col("model") == model)
+    last = part["step"].max()
+    fig = figures.fig1_overview(part.filter(pl.col("step") == last))
+    first_ax, last_ax = plot_axes(fig)[:2]
+    assert [len(line.get_xdata()) for line in first_ax.get_lines()] == [n_layers] * 4
+    for a, b in zip(first_ax.get_lines(), last_ax.get_lines()):
+        np.testing.assert_array_equal(a.get_ydata(), b.get_ydata())
+    assert all(str(last) in ax.get_title() for ax in (first_ax, last_ax))
+
+
+def test_the_default_model_of_equally_deep_ones_is_the_one_with_the_longest_series(case):
+    model, _ = deepest(case.measurements)
+    part = case.measurements.filter(pl.col("model") == model)
+    single = part.filter(pl.col("step") == part["step"].max()).with_columns(model=pl.lit("zz/one-step"))
+    fig = figures.fig1_overview(pl.concat([part, single]))
+    assert model in fig._suptitle.get_text()
+
+
 def test_fig1_without_fits_draws_the_points_only(case):
     fig = figures.fig1_overview(case.measurements)
     assert all(len(data_lines(ax)) == 1 for ax in plot_axes(fig)[2:])
