@@ -1,5 +1,6 @@
 """`mdyn suite build`: train the tiny Pythia-style suite here and publish it as an offline Hugging Face cache."""
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -126,12 +127,15 @@ def ship(
             "--cache-dir", help=f"HF hub cache holding the suite. Default: $HF_HUB_CACHE if set, else ./{DEFAULT_CACHE}"
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the shipped tables.")] = DATA_DIR / "tiny-suite",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the shipped tables. Default: data/<suite>, e.g. data/tiny-suite-predict."),
+    ] = None,
     n_seq: Annotated[int, typer.Option(help="Probe sequences (held-out plays, the model's full context each).")] = 10,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     old_cache: options.OldCache = None,
 ) -> None:
-    """Sweep every model of a built suite and write the tables shipped in data/tiny-suite.
+    """Sweep every model of a built suite and write the tables shipped in data/<suite>.
 
     Writes measurements.parquet and ledger.parquet (as `mdyn sweep` produced them, embedded-corpus probe with
     BOS first, as in training),
@@ -152,6 +156,8 @@ def ship(
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    out = out or DATA_DIR / PRESETS[preset].org
+    _refuse_other_suite(out, PRESETS[preset].org)
     console = Console()
     manifest = build_suite(PRESETS[preset], cache, device=device, console=console)
     sweep_store = cache.parent / f"{manifest['suite']}-store"
@@ -172,6 +178,16 @@ def ship(
     store.load(sweep_store, store.LEDGER).write_parquet(out / "ledger.parquet")
     for path in (out / "measurements.parquet", out / "ledger.parquet", *write_suite_tables(manifest, out)):
         console.print(f"wrote {path}")
+
+
+def _refuse_other_suite(out: Path, suite: str) -> None:
+    """Shipping rewrites the folder's tables, which is only safe over an earlier ship of the same suite."""
+    manifest = out / "manifest.json"
+    held = json.loads(manifest.read_text()).get("suite") if manifest.is_file() else None
+    if held not in (None, suite):
+        raise UserError(f"{out} holds the shipped {held!r} suite, not {suite!r}; pass --out for a folder of its own")
+    if held is None and (out / "measurements.parquet").exists():
+        raise UserError(f"{out} holds measurements that no `mdyn suite ship` wrote; pass --out for a new folder")
 
 
 app.command("ship", cls=Command)(ship)

@@ -279,3 +279,30 @@ def test_micro_suite_sweeps_end_to_end(suite, tmp_path):
     assert measurements.height == expected
     assert measurements.group_by("model", "revision", "seq", "layer").len()["len"].max() == 1
     assert store.load(root, store.LEDGER).height == sum(len(m["schedule"]) for m in manifest["models"])
+
+
+def ship(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [str(MDYN), "suite", "ship", "--preset", "micro", "--cache-dir", str(cache), "--n-seq", "2", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def test_ship_writes_its_own_folder_and_never_another_suites(suite, tmp_path):
+    cache, manifest = suite
+    out = tmp_path / "shipped"
+    assert ship(cache, "--out", str(out)).returncode == 0
+    shipped = pl.read_parquet(out / "measurements.parquet")
+    assert shipped["model"].unique().sort().to_list() == sorted(m["model"] for m in manifest["models"])
+    assert json.loads((out / "manifest.json").read_text())["suite"] == MICRO.org
+    assert ship(cache, "--out", str(out)).returncode == 0  # re-shipping the same suite is a refresh
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"suite": "tiny-suite"}))
+    (other / "measurements.parquet").write_bytes(b"the user's data")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "measurements.parquet").write_bytes(b"the user's data")
+    for folder, message in ((other, "holds the shipped 'tiny-suite' suite"), (tmp_path / "mine", "no `mdyn suite")):
+        run = ship(cache, "--out", str(folder))
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert (folder / "measurements.parquet").read_bytes() == b"the user's data"
