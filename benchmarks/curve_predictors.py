@@ -5,7 +5,9 @@ family (Eq. 9 curves whose parameters are a smooth function of the Table 4 featu
 sequences on the paper's 37 steps). Optionally with the recipe features, to see whether they help.
 
 Run: `python -m benchmarks.curve_predictors [--kinds gaussian_process,gradient_boosting] [--recipe]`.
-Seconds are wall time of one leave-one-model-out pass on this machine (compare kinds with each other).
+floor: the median |log difference| between seeds of one design; perfect: floor / √2, what a perfect predictor
+of the expected curve would still miss one run by. Seconds are wall time of one leave-one-model-out pass on
+this machine (compare kinds with each other).
 """
 
 import argparse
@@ -46,7 +48,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     print(
         f"{'data':20s} {'kind':18s} {'recipe':6s} {'error':>6s} {'mean':>6s} {'base':>6s} {'skill':>6s} "
-        f"{'cover':>6s} {'floor':>6s} {'s':>6s}"
+        f"{'cover':>6s} {'floor':>6s} {'perfect':>7s} {'s':>6s}"
     )
     for name, (measurements, architectures) in datasets().items():
         values = series_table(measurements)
@@ -61,7 +63,9 @@ def main() -> None:
                 print(
                     f"{name:20s} {kind:18s} {str(recipe):6s} {s['error']:6.3f} {s['error_mean']:6.3f} "
                     f"{s['baseline']:6.3f} {s['skill']:+6.2f} {s['coverage']:6.2f} "
-                    f"{'' if floor is None else format(floor['median'], '.3f'):>6s} {time.perf_counter() - start:6.1f}",
+                    f"{'' if floor is None else format(floor['median'], '.3f'):>6s} "
+                    f"{'' if floor is None else format(floor['perfect'], '.3f'):>7s} "
+                    f"{time.perf_counter() - start:6.1f}",
                     flush=True,
                 )
 

@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from dynamics.suite import PRESETS, Architecture, init_training, train_step
+from dynamics.suite import PRESETS, Architecture, init_training, repo_name, train_step
 
-BASELINE = Architecture(4, 128, 4)
+BASELINE = Architecture(4, 128, 4, 512)
 
 
 def seconds_per_step(arch: Architecture, recipe, vocab_size: int, steps: int) -> float:
@@ -36,7 +36,7 @@ def main() -> None:
     recipe = preset.members[0][1]
     base = seconds_per_step(BASELINE, recipe, preset.vocab_size, args.steps)
     print(
-        f"baseline {BASELINE.name}: {base:.3f} s/step at batch {recipe.batch_size}x{recipe.seq_len}, "
+        f"baseline {repo_name(BASELINE, recipe)}: {base:.3f} s/step at batch {recipe.batch_size}x{recipe.seq_len}, "
         f"{args.threads} threads"
     )
     total = 0.0
@@ -44,7 +44,7 @@ def main() -> None:
         s = seconds_per_step(arch, member, preset.vocab_size, args.steps)
         total += s * member.steps
         print(
-            f"{arch.name:22s} {s:.3f} s/step  ratio {s / base:5.2f}  "
+            f"{repo_name(arch, member):26s} {s:.3f} s/step  ratio {s / base:5.2f}  "
             f"x {member.steps} steps = {s * member.steps / 60:5.1f} min"
         )
     print(f"total training of preset {preset.name}: {total / 60:.1f} min at these speeds")

@@ -214,7 +214,8 @@ def submit(
     }
     write_atomic(folder / "tasks.json", json.dumps(table, indent=1).encode())
     offline = any(task.get("offline") for task in tasks)
-    write_atomic(folder / "sweep.sbatch", _script(folder, root.resolve(), n_array, resources, offline).encode())
+    script = _script(folder, root.resolve(), len(tasks), n_array, resources, offline)
+    write_atomic(folder / "sweep.sbatch", script.encode())
     answer = _slurm("sbatch", "--parsable", str(folder / "sweep.sbatch"))
     if answer.returncode != 0:
         shutil.rmtree(folder)  # never submitted: it must not count as a submission whose tasks vanished
@@ -346,7 +347,7 @@ def _reopen(source: CheckpointSource) -> dict:
     raise TypeError(f"cannot hand a {type(source).__name__} to a Slurm task")
 
 
-def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offline: bool) -> str:
+def _script(folder: Path, root: Path, n_revisions: int, n_tasks: int, resources: Resources, offline: bool) -> str:
     """The sbatch job script of one array: options, the environment the submitter had, one task per index."""
     array = f"0-{n_tasks - 1}" + (f"%{resources.array_parallelism}" if resources.array_parallelism else "")
     # One process per array task; an explicit task count is also what --gpus-per-task requires.
@@ -376,7 +377,7 @@ def _script(folder: Path, root: Path, n_tasks: int, resources: Resources, offlin
     return "\n".join(
         [
             "#!/bin/bash",
-            f"# massive-dynamics sweep into {root}: {n_tasks} revisions, one array task each.",
+            f"# massive-dynamics sweep into {root}: {n_revisions} revisions in {n_tasks} array tasks.",
             "# Written by `mdyn sweep --executor slurm`; `sbatch` this file to run it again (measured tasks end at",
             "# once), or `sbatch --array=3,5 ...` for some tasks only (indices in tasks.json).",
             *(f"#SBATCH --{key}={value}" for key, value in options),

@@ -6,7 +6,9 @@ A held-out model leaves together with every run of its design (seeds of one arch
 `group`), so no model is predicted from its own twin. The baseline ignores architecture: a held-out layer gets
 the mean, over the training models, of their curves at the same relative depth. Skill is 1 - error / baseline:
 at or below 0 the architecture explains nothing the baseline did not. The seed floor is the median |log ratio
-difference| between two seeds of one design (and its mean): an error no predictor can beat.
+difference| between two seeds of one design (and its mean). A run is its design's expected curve plus its own
+noise, and two runs differ by √2 times that noise, so even a perfect predictor of the expected curve misses a
+single run by about floor / √2: the error below which nothing is left for architecture to explain.
 """
 
 from dataclasses import dataclass
@@ -118,8 +120,9 @@ def coverage(heldout: Heldout, table: pl.DataFrame, level: float = 0.9) -> float
 
 
 def seed_floor(table: pl.DataFrame, series: pl.DataFrame) -> dict[str, float] | None:
-    """Median and mean |log ratio difference| between seeds of one design, over their common steps and layers;
-    None without replicates."""
+    """Median and mean |log ratio difference| between seeds of one design, over their common steps and layers,
+    and `perfect`, the median error of a perfect predictor of the expected curve (median / √2); None without
+    replicates."""
     values = series.filter(pl.col("value").is_finite() & (pl.col("value") > 0))
     designs = table.group_by("group").agg(pl.col("model").unique().sort()).filter(pl.col("model").list.len() > 1)
     differences = []
@@ -131,7 +134,10 @@ def seed_floor(table: pl.DataFrame, series: pl.DataFrame) -> dict[str, float] | 
             )
             differences.append((pair["value"].log() - pair["value_other"].log()).abs().to_numpy())
     joined = np.concatenate(differences) if differences else np.empty(0)
-    return {"median": float(np.median(joined)), "mean": float(joined.mean())} if joined.size else None
+    if not joined.size:
+        return None
+    median = float(np.median(joined))
+    return {"median": median, "mean": float(joined.mean()), "perfect": median / np.sqrt(2)}
 
 
 def summarise(heldout: Heldout, table: pl.DataFrame, level: float = 0.9) -> dict:

@@ -158,6 +158,7 @@ def ship(
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     out = out or DATA_DIR / PRESETS[preset].org
     _refuse_other_suite(out, PRESETS[preset].org)
+    options.quiet_transformers()
     console = Console()
     manifest = build_suite(PRESETS[preset], cache, device=device, console=console)
     sweep_store = cache.parent / f"{manifest['suite']}-store"

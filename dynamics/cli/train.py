@@ -178,7 +178,7 @@ def evaluation_table(comparison, floor: dict | None):
         "measured steps; baseline: the mean curve of the other models at the same relative depth"
         + (
             f"; seed floor (|log difference| between seeds of one design): median {floor['median']:.3f}, mean "
-            f"{floor['mean']:.3f}"
+            f"{floor['mean']:.3f}, so a perfect predictor would still err by about {floor['perfect']:.3f}"
             if floor
             else ""
         ),

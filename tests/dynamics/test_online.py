@@ -28,7 +28,7 @@ from dynamics.sweep import plan, run
 from tests.cli import run_main
 from tests.dynamics.test_sweep import SETTINGS, SWEEP_ARGS, comparable
 from tests.fixtures.hubdata import REDPAJAMA_FILES, publish_redpajama_standin
-from tests.fixtures.hubserver import HubServer, Request
+from tests.fixtures.hubserver import HubServer, Request, online_env
 from tests.fixtures.tinyrepo import FINAL, TinyRepo
 
 TOKEN = "hf_mdynTestTokenThatMustNotLeak0123"
@@ -55,19 +55,6 @@ def reference(tinyrepo, tmp_path_factory) -> Path:
     source = HubSource(tinyrepo.repo_id, offline=True, cache_dir=tinyrepo.cache_dir)
     run(source, root, plan(source, root, "all", SETTINGS), SETTINGS)
     return root
-
-
-def online_env(hub: HubServer, home: Path, **env: str) -> dict[str, str]:
-    """A client environment: online against `hub`, HF_HOME `home` (cache `home/hub`), none of our HF_ variables."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    clean.update(
-        HF_ENDPOINT=hub.endpoint,
-        HF_HUB_OFFLINE="0",
-        HF_HOME=str(home),
-        HF_HUB_CACHE=str(home / "hub"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-    )
-    return {**clean, **env}
 
 
 def mdyn(hub: HubServer, home: Path, *args, **env: str) -> subprocess.CompletedProcess:
@@ -242,7 +229,7 @@ def test_the_token_reaches_the_server_as_a_header_and_nowhere_else(swept, served
         assert not [v for column in text.iter_columns() for v in column if v and TOKEN in v]
     # A Slurm submission from a logged-in shell: the job script and the task table name no token.
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    script = slurm._script(tmp_path / "sub", swept.root, 3, slurm.Resources(partition="gpu"), offline=False)
+    script = slurm._script(tmp_path / "sub", swept.root, 3, 3, slurm.Resources(partition="gpu"), offline=False)
     task = slurm._reopen(HubSource(served.repo_id, offline=False, cache_dir=swept.home / "hub", token=TOKEN))
     assert "#SBATCH --partition=gpu" in script and TOKEN not in script + json.dumps(task)
 

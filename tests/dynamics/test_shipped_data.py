@@ -1,25 +1,32 @@
-"""The shipped tiny-suite data (data/tiny-suite): table contracts, agreement with its manifest, and emergence."""
+"""The shipped tiny-suite data (data/tiny-suite, data/tiny-suite-predict): table contracts, agreement with the
+manifests, emergence, and the predict preset's design."""
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
 from dynamics import store
 from dynamics.corpus import DATA_DIR, corpus_hash
 
-SHIPPED = DATA_DIR / "tiny-suite"
+PRESET_FOLDERS = {"full": "tiny-suite", "predict": "tiny-suite-predict"}
+DESIGN = ["n_layers", "d_model", "n_heads", "d_ff/d"]
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+def read(folder: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
+    shipped = DATA_DIR / folder
     return (
-        pl.read_parquet(SHIPPED / "measurements.parquet"),
-        pl.read_parquet(SHIPPED / "ledger.parquet"),
-        pl.read_csv(SHIPPED / "architectures.csv"),
-        manifest,
+        pl.read_parquet(shipped / "measurements.parquet"),
+        pl.read_parquet(shipped / "ledger.parquet"),
+        pl.read_csv(shipped / "architectures.csv"),
+        json.loads((shipped / "manifest.json").read_text()),
     )
+
+
+@pytest.fixture(scope="module", params=sorted(PRESET_FOLDERS))
+def shipped(request):
+    return read(PRESET_FOLDERS[request.param])
 
 
 def test_tables_follow_the_contracts(shipped):
@@ -34,7 +41,8 @@ def test_tables_follow_the_contracts(shipped):
 
 def test_tables_agree_with_the_manifest(shipped):
     measurements, ledger, architectures, manifest = shipped
-    assert manifest["preset"] == "full" and manifest["corpus"]["sha256"] == corpus_hash("train")
+    assert PRESET_FOLDERS[manifest["preset"]] == manifest["suite"]
+    assert manifest["corpus"]["sha256"] == corpus_hash("train")
     models = {m["model"]: m for m in manifest["models"]}
     assert len(models) >= 8
     assert set(measurements["model"]) == set(models) == set(architectures["model"])
@@ -67,3 +75,20 @@ def test_middle_layer_ratios_rise_at_least_threefold_in_half_the_models(shipped)
     ends = middle.group_by("model", "step").agg(pl.col("ratio").median()).sort("step")
     rise = ends.group_by("model").agg(pl.col("ratio").last() / pl.col("ratio").first()).rename({"ratio": "rise"})
     assert (rise["rise"] >= 3).sum() >= rise.height / 2, rise.sort("rise")
+
+
+def test_the_predict_design_varies_architecture_alone():
+    """One recipe, 16 architectures with uncorrelated depth, width, heads and d_ff/d, 4 of them seeded twice."""
+    measurements, _, architectures, manifest = read(PRESET_FOLDERS["predict"])
+    seedless = [{k: v for k, v in m["recipe"].items() if k not in ("seed", "data_seed")} for m in manifest["models"]]
+    recipes = {json.dumps(recipe) for recipe in seedless}
+    assert len(recipes) == 1
+    design = architectures.with_columns((pl.col("d_ff") / pl.col("d_model")).alias("d_ff/d")).unique(DESIGN)
+    assert design.height == manifest["design"]["architectures"] >= 16
+    correlation = design.select(DESIGN).corr().to_numpy()
+    assert np.abs(correlation - np.eye(4)).max() < 1e-9
+    assert np.abs(correlation - np.array(manifest["design"]["correlation"])).max() < 1e-9
+    seeds = architectures.group_by(DESIGN[:3], "d_ff").agg(pl.col("seed").n_unique())
+    assert (seeds["seed"] == 2).sum() >= 4
+    steps = measurements.group_by("model").agg(pl.col("step").n_unique())["step"]
+    assert steps.min() >= 25 and steps.max() <= 35

@@ -7,7 +7,6 @@ cannot exist on a test machine is substituted (SUBSTITUTIONS says what and why).
 against the real single-node Slurm by tests/slurm/test_slurm.py, with the same extraction.
 """
 
-import os
 import shlex
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from dynamics.hubcache import repo_folder
 from tests.fixtures.hubdata import publish_paper_release, publish_redpajama_standin
-from tests.fixtures.hubserver import HubServer
+from tests.fixtures.hubserver import HubServer, online_env
 
 README = Path(__file__).parents[2] / "README.md"
 SERVED = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m", "EleutherAI/pythia-12b")
@@ -125,8 +124,7 @@ def test_every_readme_command_runs_in_order(workspace, hub, tinyrepo, tmp_path):
     tinyrepo.copy(offline)
     repo_folder(offline, tinyrepo.repo_id).rename(repo_folder(offline, "EleutherAI/pythia-70m"))
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+    env = online_env(hub, home)
     bin_dir = Path(sys.executable).parent
 
     ran = []

@@ -98,8 +98,23 @@ def test_seed_floor_is_the_median_difference_between_seeds_of_one_design():
             "value": [10.0, 20.0, 10.0 * np.exp(0.1), 20.0 * np.exp(0.3), 5.0, 5.0],
         }
     )
-    assert seed_floor(table, series) == pytest.approx({"median": 0.2, "mean": 0.2})
+    assert seed_floor(table, series) == pytest.approx({"median": 0.2, "mean": 0.2, "perfect": 0.2 / np.sqrt(2)})
     assert seed_floor(table.with_columns(group=pl.Series(["g", "h", "i"])), series) is None
+
+
+def test_the_perfect_predictor_floor_is_what_the_expected_curve_misses_a_run_by():
+    """Runs = one expected curve times log-normal noise of known size: `perfect` is the true curve's error."""
+    rng = np.random.default_rng(0)
+    steps, sigma = np.arange(4000), 0.15
+    truth = np.log(5 + np.log1p(steps))
+    runs = {name: truth + rng.normal(0, sigma, steps.size) for name in ("a", "b")}
+    series = pl.concat(
+        pl.DataFrame({"model": name, "layer": 0, "step": steps, "value": np.exp(run)}) for name, run in runs.items()
+    )
+    floor = seed_floor(pl.DataFrame({"model": ["a", "b"], "group": ["g", "g"]}), series)
+    truth_error = np.median(np.abs(runs["a"] - truth))
+    assert floor["perfect"] == pytest.approx(truth_error, rel=0.06)
+    assert floor["median"] > 1.3 * truth_error  # the raw seed difference overstates it
 
 
 def test_conformal_half_widths_hold_the_stated_share():

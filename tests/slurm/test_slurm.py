@@ -7,17 +7,23 @@ runs pytest with `--dist loadfile`, so a single worker starts it.
 """
 
 import json
+import shlex
 import subprocess
+import sys
 import time
 
 import polars as pl
 import pytest
 
 from dynamics import slurm, store
+from dynamics.hubcache import repo_folder
 from dynamics.sources import HubSource
 from dynamics.sweep import Settings, plan, run
 from fitting.errors import UserError
 from tests.cli import run_main
+from tests.fixtures.hubdata import publish_redpajama_standin
+from tests.fixtures.hubserver import HubServer, online_env
+from tests.fixtures.tinyrepo import DUPLICATE
 
 pytestmark = pytest.mark.slurm
 
@@ -284,3 +290,55 @@ def test_adaptive_design_goes_out_one_small_array_per_round(slurm_cluster, tinyr
     design = json.loads(path.read_text())
     assert [len(r["picks"]) for r in design["rounds"]] == sizes and all("job" in r for r in design["rounds"])
     assert design["stop"]["reason"] == "budget" and design["stop"]["measured"] == 8
+
+
+def test_the_readmes_cluster_example_runs_here(slurm_cluster, tinyrepo, tmp_path):
+    """The README's family sweep on a cluster, as written but for what this one-node cluster lacks.
+
+    Online against a hub-API server, so that the tasks download through HF_ENDPOINT as they would from the hub.
+    """
+    from tests.e2e.test_readme import README, is_cluster_example, readme_steps
+
+    commands = [c for kind, c in readme_steps(README.read_text()) if kind == "shell" and is_cluster_example(c)]
+    root = tmp_path / "pythia"
+    # This node has 2 CPUs, 4000 MB, no GPU and one partition, `debug`.
+    substitutions = {
+        "--partition gpu": "--partition debug",
+        "--gpus-per-task 1 ": "",
+        "--cpus-per-task 4": "--cpus-per-task 1",
+        "--mem 32G": "--mem 1G",
+        "/shared/runs/pythia": str(root),
+    }
+    served = tmp_path / "served"
+    sizes = ("14m", "70m", "160m", "410m")
+    for size in sizes:
+        tinyrepo.copy(served)
+        repo_folder(served, tinyrepo.repo_id).rename(repo_folder(served, f"EleutherAI/pythia-{size}"))
+    publish_redpajama_standin(served)
+    with HubServer(served) as hub:
+        env = online_env(hub, tmp_path / "home")
+        sweep, status = commands
+        for readme, here in substitutions.items():
+            assert readme in sweep + status, f"{readme!r} no longer in the README's cluster example"
+            sweep, status = sweep.replace(readme, here), status.replace(readme, here)
+        mdyn = [sys.executable, "-m", "dynamics.cli.app"]
+        submitted = subprocess.run([*mdyn, *shlex.split(sweep)[1:]], env=env, capture_output=True, text=True)
+        assert submitted.returncode == 0 and "submitted job array" in submitted.stderr, submitted.stderr
+        states = wait_for_array(root, timeout=300)
+        shown = subprocess.run([*mdyn, *shlex.split(status)[1:]], env=env, capture_output=True, text=True)
+
+    # The tiny series has one truncated checkpoint: recorded as corrupt in every model, the rest measured.
+    failed = states.filter(pl.col("state") != "done")
+    assert set(failed["revision"]) == {tinyrepo.corrupt} and failed.height == len(sizes), states
+    assert shown.returncode == 0 and "EleutherAI/pythia-410m" in shown.stdout, shown.stderr
+    script = next(root.glob("slurm/*/sweep.sbatch")).read_text()
+    assert "#SBATCH --account=myproj" in script and "#SBATCH --partition=debug" in script
+    measured = store.load(root)
+    assert set(measured["model"]) == {f"EleutherAI/pythia-{s}" for s in sizes}
+    tasks = json.loads(next(root.glob("slurm/*/tasks.json")).read_text())["tasks"]
+    assert {t["probe_source"] for t in tasks} == {"paper"} and measured["probe_id"].n_unique() == 1
+    ledger = store.load(root, store.LEDGER)
+    special = {tinyrepo.corrupt: "corrupt", tinyrepo.missing: "missing", DUPLICATE: "duplicate"}
+    for _, rows in ledger.filter(pl.col("status") != "ok").group_by("model"):
+        assert dict(rows.select("revision", "status").iter_rows()) == special
+    assert ledger.group_by("model").len()["len"].to_list() == [len(tinyrepo.steps)] * len(sizes)
