@@ -74,9 +74,11 @@ def training_table(fits: pl.DataFrame, architectures: pl.DataFrame, series: str 
         )
     undefined = rows.filter(pl.any_horizontal([pl.col(t) <= -1 for t in LOG1P_TARGETS]))
     if not undefined.is_empty():
+        models = sorted(undefined["model"].unique().to_list())
+        shown = f"{models}" if len(models) <= 3 else f"{len(models)} models ({', '.join(models[:3])}, ...)"
         warnings.warn(
-            f"dropped {undefined.height} fits with A, lam, gamma or t0 <= -1 (log1p undefined) from models "
-            f"{sorted(undefined['model'].unique().to_list())}",
+            f"dropped {undefined.height} of {rows.height} fits with A, lam, gamma or t0 <= -1 (log1p undefined) "
+            f"from {shown}",
             stacklevel=2,
         )
         rows = rows.filter(pl.all_horizontal([pl.col(t) > -1 for t in LOG1P_TARGETS]))

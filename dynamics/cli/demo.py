@@ -13,8 +13,10 @@ from fitting.errors import UserError
 
 DEFAULT_OUT = Path("demo-output")
 SUITE_CACHE = Path(".suite-cache") / "hub"
-# The architecture the demo plans: between the shipped models' shapes, so the predictor interpolates.
+# The architecture the demo plans: between the shipped models' shapes, so the predictor interpolates, over the
+# shipped predict suite's run length.
 PLANNED = {"layers": 5, "hidden": 160, "heads": 5}
+PLANNED_STEPS = 1200
 
 
 def demo(
@@ -35,7 +37,7 @@ def demo(
        HF cache with stepN branches;
     2. `mdyn sweep` each of them on held-out text;
     3. `mdyn fit` the emergence curve (paper Eq. 9) to every layer of the demo models and of the shipped
-       full tiny suite (data/tiny-suite);
+       predict suite (data/tiny-suite-predict: 16 architectures, 4 of them with a second seed, one recipe);
     4. `mdyn train` a predictor from architecture to curve parameters, evaluated leave-one-model-out;
     5. `mdyn predict` a planned architecture;
     6. figures and a report.
@@ -51,7 +53,7 @@ def demo(
 
     from dynamics import store
     from dynamics.cli import fit, predict, report, suite, sweep, train
-    from dynamics.corpus import DATA_DIR
+    from dynamics.embedded import PREDICT_SUITE_DIR
     from dynamics.suite import PRESETS, build_suite, write_suite_tables
     from dynamics.sweep import Settings
     from fitting.contracts import from_spec
@@ -63,7 +65,7 @@ def demo(
     options.quiet_transformers()
     console = Console()
     timings: list[tuple[str, float]] = []
-    shipped = DATA_DIR / "tiny-suite"
+    shipped = PREDICT_SUITE_DIR
     out.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
@@ -111,7 +113,7 @@ def demo(
     with stage("5. predict a planned architecture"):
         (out / "prediction").mkdir(exist_ok=True)
         predict.run_prediction(
-            console, load(out / "predictor.skops"), from_spec(**PLANNED), steps=3000, out=out / "prediction"
+            console, load(out / "predictor.skops"), from_spec(**PLANNED), steps=PLANNED_STEPS, out=out / "prediction"
         )
     with stage("6. figures and report"):
         report.write_report(
