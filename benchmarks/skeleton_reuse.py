@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from dynamics.models import load_model, load_weights
+from dynamics.models import load_model
+from dynamics.weights import load_weights
 
 REPEATS = 3
 
