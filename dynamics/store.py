@@ -78,10 +78,17 @@ def check_store(root: Path) -> bool:
                 "use a matching massive-dynamics or a new store folder"
             )
         return True
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    # Another process creating this store (a DDP rank, a parallel sweep) may be between mkdir and the marker's
+    # rename: its temporary marker alone still counts as empty.
+    if root.exists() and (not root.is_dir() or any(not _is_marker_in_flight(p) for p in root.iterdir())):
         what = "a file" if root.is_file() else f"not a massive-dynamics store (no {MARKER})"
         raise UserError(f"{root} is {what}; pass a store folder or an empty/new folder")
     return False
+
+
+def _is_marker_in_flight(path: Path) -> bool:
+    """A temporary file of `write_atomic(root / MARKER, ...)` (see dynamics.files)."""
+    return path.name.startswith(f".{MARKER}.") and path.name.endswith(".tmp")
 
 
 def open_store(root: Path, create: bool = True) -> Path:

@@ -1,6 +1,7 @@
 """One rank of a 2-process gloo DDP run with a tracker, for tests/dynamics/test_tracking_adapters.py."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -14,7 +15,10 @@ def run_rank(rank: int, port: int, root: str, out: str, probe, vocab: int) -> No
     from tests.tiny import tiny_config
 
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # A rank that dies leaves the other waiting in a collective: fail in a minute, not gloo's default 30.
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
     try:
         torch.manual_seed(0)
         model = torch.nn.parallel.DistributedDataParallel(GPTNeoXForCausalLM(tiny_config("gpt_neox", vocab=vocab)))

@@ -75,6 +75,20 @@ def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_store_another_process_is_creating_counts_as_empty(tmp_path):
+    """Between another process's mkdir and its marker's rename (DDP ranks start together) the folder holds only
+    the temporary marker; opening it then is no error, while any other file still is."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / f".{store.MARKER}.k2j4.tmp").write_bytes(b"")
+    assert store.check_store(folder) is False
+    assert store.check_store(store.open_store(folder)) is True
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / f".{store.MARKER}.k2j4.tmp.bak").write_bytes(b"")
+    with pytest.raises(UserError, match="not a massive-dynamics store"):
+        store.check_store(tmp_path / "t")
+
+
 def test_schema_version_mismatch_is_refused(tmp_path):
     root = store.open_store(tmp_path / "s")
     (root / store.MARKER).write_text('{"schema_version": 999}')

@@ -125,6 +125,8 @@ def test_every_readme_command_runs_in_order(workspace, hub, tinyrepo, tmp_path):
     repo_folder(offline, tinyrepo.repo_id).rename(repo_folder(offline, "EleutherAI/pythia-70m"))
     home = tmp_path / "home"
     env = online_env(hub, home)
+    # As in a user's fresh shell: the suite commands' default cache is then ./.suite-cache/hub.
+    del env["HF_HUB_CACHE"]
     bin_dir = Path(sys.executable).parent
 
     ran = []
