@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dynamics.measure import measure
+from dynamics.measure import auto_batch_size, measure
 from dynamics.probes import embedded_probes
 from dynamics.suite import PRESETS, init_training, train_step, training_batch
 from dynamics.tracking import Tracker, preserved_rng
@@ -86,17 +86,19 @@ def one_measurement(model: torch.nn.Module, tracker: Tracker) -> None:
     """Part 2, on the trained model; the tracker calls forecast from the run's own points plus the one made."""
     ids = torch.as_tensor(tracker.probe.token_ids)
     beyond = (tracker.total_steps or 0) + 1  # measured again at each call; the run's points stay before it
+    # The forward pass batches the probe as the tracker's measurement does, so the ratio is the measuring alone.
+    batch = tracker.batch_size or auto_batch_size(model, *ids.shape)
 
     @torch.no_grad()
     def forward():
         model.eval()
-        for s in range(ids.shape[0]):  # batch size 1, as the tracker measures by default
-            model.base_model(input_ids=ids[s : s + 1], use_cache=False)
+        for s in range(0, ids.shape[0], batch):
+            model.base_model(input_ids=ids[s : s + batch], use_cache=False)
         model.train()
 
     def measurement():
         with preserved_rng(), torch.no_grad():
-            measure(model, tracker.probe.token_ids)
+            measure(model, tracker.probe.token_ids, batch_size=batch)
 
     def call(fit: bool):
         tracker.fit = fit
@@ -120,7 +122,7 @@ def one_measurement(model: torch.nn.Module, tracker: Tracker) -> None:
             wall[name].append(time.perf_counter() - start)
     best_cpu, best_wall = ({k: min(v) for k, v in t.items()} for t in (cpu, wall))
     probe = tracker.probe
-    print(f"\n2. one measurement, probe {probe.n_seq} x {probe.seq_len} tokens, batch size 1, best of {REPEATS}")
+    print(f"\n2. one measurement, probe {probe.n_seq} x {probe.seq_len} tokens, batch size {batch}, best of {REPEATS}")
     print(f"  {'':<22} {'CPU time':>22} {'wall time':>22}")
     for name in methods:
         print(
