@@ -45,7 +45,6 @@ if TYPE_CHECKING:  # dynamics.sweep imports torch; `mdyn status` reads designs w
     from dynamics.sweep import Plan, Settings
 
 START_MIN, START_MAX = 6, 8  # log-spaced revisions to start from; Eq. 9 needs 6 distinct steps
-DESIGN_DIR = "adaptive"
 COLUMNS = ("revision", *FIT_INPUT_COLUMNS)
 CRITERION = (
     "I-optimal: predicted drop of the variance of log f(design fit) - log f(full-series fit), averaged over the "
@@ -312,7 +311,7 @@ def submit_round(
 
 def design_path(root: Path, model: str, probe_id: str) -> Path:
     """Where the design of one model and probe is kept."""
-    return Path(root) / DESIGN_DIR / f"{store.model_dir(model)}--{probe_id}.json"
+    return Path(root) / store.DESIGN_DIR / f"{store.model_dir(model)}--{probe_id}.json"
 
 
 def load_design(root: Path, model: str, probe_id: str) -> dict | None:
@@ -323,7 +322,7 @@ def load_design(root: Path, model: str, probe_id: str) -> dict | None:
 
 def designs(root: Path) -> list[dict]:
     """Every design recorded in a store, by model."""
-    found = [json.loads(p.read_text()) for p in sorted((Path(root) / DESIGN_DIR).glob("*.json"))]
+    found = [json.loads(p.read_text()) for p in sorted((Path(root) / store.DESIGN_DIR).glob("*.json"))]
     return sorted(found, key=lambda d: (d["model"], d["probe_id"]))
 
 

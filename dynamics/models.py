@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from fitting.errors import UserError
+from fitting.errors import UserError, first_line
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -42,7 +42,7 @@ def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> torch.
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (KeyError, ValueError) as err:
         raise UserError(
-            f"cannot load {folder} as a causal LM ({str(err).splitlines()[0][:200]}); "
+            f"cannot load {folder} as a causal LM ({first_line(err)}); "
             "check that its config.json names a model type transformers supports"
         ) from None
     return model.to(device).eval()

@@ -1,12 +1,14 @@
-"""Run a sweep as one Slurm job array: one task per planned (model, revision), each in its own process.
+"""Run a sweep as one Slurm job array: each task measures a chunk of consecutive revisions of one model, in its own
+process.
 
 A submission is a folder STORE/slurm/<id>/ holding all it needs to be inspected and run again:
-    sweep.sbatch     the job script; `sbatch sweep.sbatch` reruns it (a task already measured ends at once)
-    tasks.json       index -> target, model, revision, step, probe id; the measurement settings
+    sweep.sbatch     the job script; `sbatch sweep.sbatch` reruns it (a revision already measured ends at once)
+    tasks.json       one entry per revision: index, array_index (the task measuring it), target, model,
+                     revision, step, probe id; the measurement settings
     probe-<id>.npy   each model's probe token ids, so every task measures exactly what the plan chose
-    logs/<job>_<index>.out   each task's output
-Each task (the hidden `mdyn sweep-task`) runs a one-revision plan through `sweep.run`, the local sweep's own
-code, so it writes its measurement shard and ledger row under the store lock like the local sweep does.
+    logs/<job>_<array index>.out   each task's output
+Each task (the hidden `mdyn sweep-task`) runs a plan of its revisions through `sweep.run`, the local sweep's own
+code, so it writes its measurement shards and ledger rows under the store lock like the local sweep does.
 
 Progress per revision comes from the ledger rows written after the submission, from `squeue` for tasks still
 queued or running (found by the array's job name, unique per submission), and from `sacct` where the cluster
@@ -379,7 +381,7 @@ def _script(folder: Path, root: Path, n_revisions: int, n_tasks: int, resources:
             "#!/bin/bash",
             f"# massive-dynamics sweep into {root}: {n_revisions} revisions in {n_tasks} array tasks.",
             "# Written by `mdyn sweep --executor slurm`; `sbatch` this file to run it again (measured tasks end at",
-            "# once), or `sbatch --array=3,5 ...` for some tasks only (indices in tasks.json).",
+            "# once), or `sbatch --array=3,5 ...` for some tasks only (array_index in tasks.json).",
             *(f"#SBATCH --{key}={value}" for key, value in options),
             *(f"export {key}={shlex.quote(value)}" for key, value in exports.items()),
             f'exec {shlex.join(command)} --index "$SLURM_ARRAY_TASK_ID"',

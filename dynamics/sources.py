@@ -49,7 +49,7 @@ from dynamics.weights import (
     weight_files,
     weights_and_index,
 )
-from fitting.errors import MissingCheckpoint, UserError
+from fitting.errors import MissingCheckpoint, UserError, first_line
 
 CONFIG_AND_TOKENIZER = (
     "config.json",
@@ -281,7 +281,7 @@ class HubSource:
             ) from None
         except RevisionNotFoundError as err:
             raise MissingCheckpoint(
-                f"a revision of {self.model} is no longer on the hub ({_first_line(err)}); it was deleted or renamed "
+                f"a revision of {self.model} is no longer on the hub ({first_line(err)}); it was deleted or renamed "
                 "after the sweep listed the branches"
             ) from None
         except OfflineModeIsEnabled:
@@ -294,7 +294,7 @@ class HubSource:
                 raise
             raise UserError(
                 f"the hub failed {self.retries + 1} times in a row for {self.model} ({type(err).__name__}: "
-                f"{_first_line(err)}); try again later (a rerun continues where this one stopped), or use --offline "
+                f"{first_line(err)}); try again later (a rerun continues where this one stopped), or use --offline "
                 "to read the local cache"
             ) from None
 
@@ -537,10 +537,6 @@ def _top_level_split(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     return [*parts, text[start:]]
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
 
 
 def _cached_sha256(path: Path) -> str:

@@ -38,6 +38,7 @@ from fitting.contracts import (
     MEASUREMENT_SCHEMA,
     SITE_SCHEMA,
     Architecture,
+    Status,
     package_version,
     require_columns,
 )
@@ -46,6 +47,7 @@ from fitting.errors import StoreLocked, UnreadableShardWarning, UserError
 SCHEMA_VERSION = 1
 MARKER = "mdyn-store.json"
 CORRUPT_DIR = ".corrupt"
+DESIGN_DIR = "adaptive"  # adaptive designs, one JSON per (model, probe): dynamics.adaptive
 # A writer holds the lock for milliseconds per shard, so a long wait means another process is stuck.
 DEFAULT_LOCK_TIMEOUT_S = 300.0
 
@@ -178,6 +180,12 @@ def conform(df: pl.DataFrame, schema: dict) -> pl.DataFrame:
     if missing:
         raise ValueError(f"table lacks columns {missing}")
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+def measured_status(stats: pl.DataFrame) -> tuple[Status, str]:
+    """The ledger status and detail of one revision's `measure()` rows: non_finite when any |h| entry was."""
+    nonfinite = int(stats["n_nonfinite"].sum())
+    return (Status.NON_FINITE, f"{nonfinite} non-finite entries in |h|") if nonfinite else (Status.OK, "")
 
 
 def as_measurements(stats: pl.DataFrame, **provenance) -> pl.DataFrame:
@@ -359,7 +367,7 @@ def claim_model(root: Path, model: str, origin: str, architecture: Architecture 
     shards, so a second origin for a known model id is a UserError that asks for another name.
     """
     path = Path(root) / MODELS
-    models = json.loads(path.read_text()) if path.is_file() else {}
+    models = _recorded_models(root)
     known = models.get(model, {}).get("origin")
     if known is not None and known != origin:
         raise UserError(
@@ -367,16 +375,22 @@ def claim_model(root: Path, model: str, origin: str, architecture: Architecture 
             f"{origin.split(':', 1)[1]}; pass --model NAME to store these checkpoints under another name"
         )
     entry = {"origin": origin, **({"architecture": dataclasses.asdict(architecture)} if architecture else {})}
-    if models.get(model) != {**models.get(model, {}), **entry}:
-        write_atomic(
-            path, json.dumps({**models, model: {**models.get(model, {}), **entry}}, indent=1, sort_keys=True).encode()
-        )
+    merged = {**models.get(model, {}), **entry}
+    if merged != models.get(model):
+        write_atomic(path, json.dumps({**models, model: merged}, indent=1, sort_keys=True).encode())
+
+
+def _recorded_models(root: Path) -> dict[str, dict]:
+    """STORE/models.json as {model: {"origin": ..., "architecture": {...}}}; a store written before architectures
+    were recorded holds {model: origin}, read as {model: {"origin": origin}}."""
+    path = Path(root) / MODELS
+    models = json.loads(path.read_text()) if path.is_file() else {}
+    return {m: e if isinstance(e, dict) else {"origin": e} for m, e in models.items()}
 
 
 def recorded_architectures(root: Path) -> pl.DataFrame:
     """The architectures the store recorded while measuring (model and `ARCHITECTURE_COLUMNS`); empty if none."""
-    path = Path(root) / MODELS
-    models = json.loads(path.read_text()) if path.is_file() else {}
+    models = _recorded_models(root)
     rows = [{"model": m, **e["architecture"]} for m, e in sorted(models.items()) if "architecture" in e]
     return pl.DataFrame(rows, schema={c: pl.String if c == "model" else pl.Int64 for c in ARCHITECTURE_COLUMNS})
 

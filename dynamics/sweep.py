@@ -24,7 +24,7 @@ from dynamics.sources import CheckpointSource, HubSource
 from dynamics.sublayers import check_site_names
 from dynamics.weights import Fingerprint, check_weights
 from fitting.contracts import Architecture, Status, from_config, ledger_row
-from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError
+from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -254,16 +254,13 @@ class Measurer:
                 if sites:
                     self._write_sites(measured.filter(pl.col("site").is_in(list(sites))), revision, provenance)
             seconds_measure = time.perf_counter() - start
-            nonfinite = int(stats["n_nonfinite"].sum())
-            status, detail = (
-                (Status.NON_FINITE, f"{nonfinite} non-finite entries in |h|") if nonfinite else (Status.OK, "")
-            )
+            status, detail = store.measured_status(stats)
         except MissingCheckpoint as err:
             status, detail = Status.MISSING, str(err)
         except CorruptCheckpoint as err:
             status, detail = Status.CORRUPT, str(err)
         except Exception as err:  # a long sweep records any failure and goes on
-            status, detail = Status.FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            status, detail = Status.FAILED, f"{type(err).__name__}: {first_line(err)}"
         return ledger_row(
             self.model_id,
             revision,
@@ -373,7 +370,7 @@ def _probe(
             config = AutoConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
             raise UserError(
-                f"cannot read the config of {source.model}@{revision} ({str(err).splitlines()[0][:160]}); "
+                f"cannot read the config of {source.model}@{revision} ({first_line(err, 160)}); "
                 "check that its config.json names a model type transformers supports"
             ) from None
         seq_len = resolve_seq_len(config, settings.seq_len)

@@ -35,7 +35,7 @@ import torch
 from dynamics import store
 from dynamics.files import write_atomic
 from dynamics.probes import ProbeSet, context_length
-from fitting.contracts import Status, from_config, ledger_row
+from fitting.contracts import from_config, ledger_row
 from fitting.curves import emergence, t_peak
 from fitting.errors import MassiveActivationWarning, UserError
 from fitting.model import EmergenceModel, fit_curve
@@ -326,9 +326,10 @@ class Tracker:
         self.total_steps = total_steps
         self.commit, self.rule, self.fit = commit, rule, fit
         self.batch_size, self.reduce_dtype, self.lock_timeout = batch_size, reduce_dtype, lock_timeout
-        self.model = model
-        if model is not None:
-            self.check_model(model)
+        # A DDP or DataParallel wrapper forwards no attributes; measuring needs the module it wraps.
+        self.model = None if model is None else _unwrapped(model)
+        if self.model is not None:
+            self.check_model(self.model)
         self.forecast_table: pl.DataFrame | None = None
         self._root: Path | None = None
         self._rows: dict[int, pl.DataFrame] = {}  # step -> its measurement rows
@@ -390,8 +391,7 @@ class Tracker:
             dtype=str(weight.dtype).removeprefix("torch."),
             device=str(weight.device),
         )
-        nonfinite = int(stats["n_nonfinite"].sum())
-        status, detail = (Status.NON_FINITE, f"{nonfinite} non-finite entries in |h|") if nonfinite else (Status.OK, "")
+        status, detail = store.measured_status(stats)
         with store.store_lock(root, self.lock_timeout):
             store.write_shard(root, store.MEASUREMENTS, rows)
             row = ledger_row(

@@ -5,6 +5,13 @@ They live in `fitting` because it is the package every other package may import 
 """
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most `limit` characters, for a one-line error or ledger
+    detail; the exception's type name when it has no message."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 class UserError(Exception):
     """Bad input (a path, a revision, a config, a table): the message says what is wrong and how to fix it."""
 

@@ -26,6 +26,7 @@ from fitting.curves import (
     second_order_step,
     t_peak,
 )
+from fitting.errors import first_line
 from fitting.search import Bounds, Grid, Shape, ShapeSearch
 
 MIN_POINTS = 6
@@ -314,10 +315,6 @@ def _failure(model: CurveModel, n_points: int, message: str) -> CurveFit:
     return CurveFit(hypothesis=model.hypothesis, n_points=n_points, success=False, message=message)
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0]
-
-
 def fit_curve(model: CurveModel, t: npt.ArrayLike, y: npt.ArrayLike, start: Shape | None = None) -> CurveFit:
     """Fit `model` to points (t, y): multi-start, keep the lowest AIC, refine with lmfit; never raises on bad data.
 
@@ -355,7 +352,7 @@ def fit_curve(model: CurveModel, t: npt.ArrayLike, y: npt.ArrayLike, start: Shap
             try:
                 explored.append(search.minimise(shape, **EXPLORE))
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
-                errors.append(_first_line(err))
+                errors.append(first_line(err))
         if not explored:
             return _failure(model, n, "every start failed: " + "; ".join(errors or ["no start"]))
         shape = min(explored, key=lambda found: found[1])[0]
@@ -375,7 +372,7 @@ def fit_curve(model: CurveModel, t: npt.ArrayLike, y: npt.ArrayLike, start: Shap
                 fit_kws=model._fit_kws(),
             )
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
-        return _failure(model, n, f"the fit failed: {_first_line(err)}")
+        return _failure(model, n, f"the fit failed: {first_line(err)}")
     return _summarise(model, result, norm, tn, yn)
 
 

@@ -113,9 +113,9 @@ def sweep(
     on; rerun the same command to retry it. Several targets are swept one after another. Exits 1 only when
     nothing at all could be measured.
 
-    With --executor slurm the same plan becomes one Slurm job array, one task per revision of all targets; the
-    job script and task table go to STORE/slurm/. `mdyn status` follows the array; rerunning the command
-    submits only what is neither measured nor queued.
+    With --executor slurm the same plan becomes one Slurm job array for all targets, a task per chunk of
+    --revisions-per-task revisions; the job script and task table go to STORE/slurm/. `mdyn status` follows
+    the array; rerunning the command submits only what is neither measured nor queued.
 
     With --steps adaptive:N the sweep chooses as it measures: from 6-8 log-spaced revisions, it fits every layer
     and measures next the revision that most narrows the fitted curves, until N are measured (or every layer's
@@ -327,9 +327,10 @@ def status(
     tasks = slurm.progress(root)
     if not tasks.is_empty():
         _print_progress(console, tasks)
-    from dynamics.cli.adaptive import print_designs
+    if (root / store.DESIGN_DIR).is_dir():  # only then: dynamics.adaptive imports lmfit, about a second
+        from dynamics.cli.adaptive import print_designs
 
-    print_designs(console, root)
+        print_designs(console, root)
 
 
 SITE_KEYS = ["model", "revision", "site"]

@@ -46,10 +46,10 @@ def watch(
     rule = Rule(magnitude=magnitude, ratio=ratio)
     try:
         while True:
+            if not once:
+                console.clear()  # before the refresh, so that the warnings it prints stay on screen with its tables
             with warnings_as_messages():
                 tables = current_tables(root, model, target, rule)
-            if not once:
-                console.clear()
             if not tables:
                 if once:
                     which = f"model {model!r}" if model else "measurements"

@@ -1,3 +1,5 @@
+import json
+
 import polars as pl
 import pytest
 
@@ -100,3 +102,16 @@ def test_empty_store_loads_empty_tables_with_schema(tmp_path):
     root = store.open_store(tmp_path / "s")
     assert store.load(root).schema == pl.Schema(store.MEASUREMENTS.schema)
     assert store.load(root, store.LEDGER).schema == pl.Schema(store.LEDGER.schema)
+
+
+def test_models_json_of_an_older_store_is_read_and_upgraded(tmp_path):
+    """Stores written before architectures were recorded map each model to its origin string."""
+    from fitting.contracts import Architecture
+
+    root = store.open_store(tmp_path / "s")
+    (root / store.MODELS).write_text(json.dumps({"old": "hub:org/old"}))
+    with pytest.raises(UserError, match="already holds model 'old' from org/old"):
+        store.claim_model(root, "old", "folder:/elsewhere")
+    store.claim_model(root, "old", "hub:org/old", Architecture(2, 32, 4, 128))
+    assert json.loads((root / store.MODELS).read_text())["old"]["origin"] == "hub:org/old"
+    assert store.recorded_architectures(root).row(0, named=True)["n_layers"] == 2

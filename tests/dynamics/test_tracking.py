@@ -235,6 +235,15 @@ def test_a_probe_longer_than_the_context_is_one_line(tokenizer, tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_wrapped_model_is_tracked_through_the_module_it_wraps(probe, tmp_path):
+    """DataParallel (as DDP) forwards no attributes: the tracker is handed the wrapper and measures the module."""
+    model = setup.neox()
+    tracker = Tracker(tmp_path / "store", probe, "run", model=torch.nn.DataParallel(model))
+    assert tracker.model is model
+    assert tracker.maybe_measure(0)
+    assert store.load(tmp_path / "store")["step"].unique().to_list() == [0]
+
+
 def test_a_probe_of_another_tokenizer_is_one_line(probe, tmp_path):
     from transformers import GPTNeoXForCausalLM
 

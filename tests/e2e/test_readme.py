@@ -83,21 +83,15 @@ def test_the_readme_lists_the_commands_this_test_expects():
 def workspace(tinyrepo, tmp_path):
     """A fresh folder with what the README's commands read: a model folder, notes.txt, a config.json."""
     import torch
-    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
     from dynamics.corpus import read_corpus
+    from tests.tiny import tiny_config
 
     work = tmp_path / "work"
     snapshot = repo_folder(tinyrepo.cache_dir, tinyrepo.repo_id) / "snapshots"
     tokenizer = AutoTokenizer.from_pretrained(next(snapshot.iterdir()))
-    config = GPTNeoXConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=512,  # the README measures it with --seq-len 512
-    )
+    config = tiny_config("gpt_neox", vocab=len(tokenizer), context=512)  # the README measures it with --seq-len 512
     torch.manual_seed(0)
     GPTNeoXForCausalLM(config).save_pretrained(work / "my-model-folder")
     tokenizer.save_pretrained(work / "my-model-folder")
