@@ -193,6 +193,13 @@ def _recipes(architectures: pl.DataFrame) -> dict[str, tuple[float, float, float
     return {m: (float(s), float(lr), float(t)) for m, s, lr, t in rows.iter_rows()}
 
 
+def design_groups(models: Sequence[str], architectures: pl.DataFrame) -> np.ndarray:
+    """The design of each model (as `curve_table`'s group column), for leave-one-model-out: the seeds of one
+    architecture and recipe leave together, so that no model is predicted from its own twin."""
+    archs, recipes = architectures_by_model(architectures), _recipes(architectures)
+    return np.array([_group(archs[m], recipes.get(m)) for m in models])
+
+
 def _group(arch: Architecture, recipe: tuple | None) -> str:
     """What two runs of one experiment design share: the architecture and, when known, the recipe."""
     name = f"L{arch.n_layers}-d{arch.d_model}-h{arch.n_heads}-ff{arch.d_ff}"

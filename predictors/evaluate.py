@@ -86,7 +86,8 @@ def leave_one_model_out(
 ) -> pl.DataFrame:
     """Hold out each model in turn (LeaveOneGroupOut); metrics over the pooled held-out predictions.
 
-    groups: the model of each row. n_train is the mean training-set size over the held-out models.
+    groups: the design of each row (`training_table`'s group: the seeds of one design leave together), or the
+    model. n_train is the mean training-set size over the held-out groups.
     """
     X, Y, groups = np.asarray(X, dtype=float), np.asarray(Y, dtype=float), np.asarray(groups)
     n_models = len(np.unique(groups))

@@ -236,7 +236,7 @@ def run_paper_training(
     from dynamics.learning import architectures_for
     from fitting.table import read_fits
     from predictors.dataset import TARGETS as PARAMS
-    from predictors.dataset import training_table
+    from predictors.dataset import design_groups, training_table
     from predictors.evaluate import leave_one_model_out, paper_protocol
     from predictors.features import FEATURES
     from predictors.regressors import KINDS, EmergencePredictor
@@ -245,7 +245,8 @@ def run_paper_training(
 
     with warnings_as_messages():
         # `mdyn fit` writes STORE/fits.parquet: the architectures that store recorded while measuring serve too.
-        table = training_table(read_fits(fits), architectures_for(Path(fits).parent, architectures), series)
+        architecture_table = architectures_for(Path(fits).parent, architectures)
+        table = training_table(read_fits(fits), architecture_table, series)
         models = table["model"].unique().to_list()
         console.print(f"Training on {table.height} layers of {len(models)} models (series {series!r}).")
         X, Y = table.select(FEATURES).to_numpy(), table.select(PARAMS).to_numpy()
@@ -261,7 +262,8 @@ def run_paper_training(
                 )
             )
         if protocol in ("lomo", "both"):
-            result = leave_one_model_out(X, Y, table["model"].to_numpy(), kinds, estimator)
+            groups = design_groups(table["model"].to_list(), architecture_table)
+            result = leave_one_model_out(X, Y, groups, kinds, estimator)
             console.print(
                 _metrics_table(
                     result,

@@ -26,7 +26,7 @@ def table3_regressors(
     parameter, under the paper's random 80/20 split and under leave-one-model-out (column protocol); one row per
     (protocol, kind, target)."""
     # predictors loads skops (and with it torch): about 2 s that only this table and Figs 9-10 need.
-    from predictors.dataset import TARGETS, training_table
+    from predictors.dataset import TARGETS, design_groups, training_table
     from predictors.evaluate import leave_one_model_out, paper_protocol
     from predictors.features import FEATURES
     from predictors.regressors import KINDS, EmergencePredictor
@@ -36,8 +36,9 @@ def table3_regressors(
     X, Y = table.select(FEATURES).to_numpy(), table.select(TARGETS).to_numpy()
     estimator = EmergencePredictor(random_state=seed, n_estimators=n_estimators)
     parts = [paper_protocol(X, Y, kinds, estimator, random_state=seed)]
-    if table["model"].n_unique() >= 2:
-        parts.append(leave_one_model_out(X, Y, table["model"].to_numpy(), kinds, estimator))
+    groups = design_groups(table["model"].to_list(), architectures)
+    if len(set(groups)) >= 2:
+        parts.append(leave_one_model_out(X, Y, groups, kinds, estimator))
     return pl.concat(parts)
 
 

@@ -84,3 +84,19 @@ def test_table_hash_tracks_the_data(table):
     assert table_hash(table) == table_hash(table.clone())
     assert table_hash(table) != table_hash(table.with_columns(K=pl.col("K") * (1 + 1e-12)))
     assert table_hash(table) != table_hash(table.with_columns(model=pl.col("model").str.replace("syn-a", "syn-z")))
+
+
+def test_design_groups_put_the_seeds_of_one_design_together():
+    """`--target paper`'s leave-one-model-out and Table 3 hold out a design with all of its seeds."""
+    from predictors.dataset import design_groups
+
+    row = {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 256, "total_steps": 1200, "peak_lr": 6e-3}
+    architectures = pl.DataFrame(
+        [
+            {"model": "a", **row, "tokens_per_step": 2048},
+            {"model": "a-s1", **row, "tokens_per_step": 2048},
+            {"model": "b", **row, "tokens_per_step": 4096},  # same shape, another recipe
+        ]
+    )
+    groups = design_groups(["a", "a-s1", "b", "a"], architectures)
+    assert groups[0] == groups[1] == groups[3] and groups[2] != groups[0]
