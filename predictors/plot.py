@@ -93,8 +93,10 @@ def prediction_figure(
     ax.set_yscale("log" if positive else "linear")
     ax.set_xlabel("training step of the planned run (log scale)")
     ax.set_ylabel(f"predicted {SERIES_LABELS.get(series, series)}", fontsize=9)
+    calibrated = isinstance(trained, TrainedCurvePredictor)
+    level = trained.level if isinstance(trained, TrainedCurvePredictor) else level
     low, high = round(50 * (1 - level)), round(50 * (1 + level))
-    what = "calibrated on held-out models" if hasattr(trained, "widths") else "of the ensemble members"
+    what = "calibrated on held-out models" if calibrated else "of the ensemble members"
     ax.set_title(f"{title}\nlines: prediction; bands: {low}-{high} % {what}", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     if isinstance(trained, TrainedCurvePredictor) and arch is not None:

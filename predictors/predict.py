@@ -21,7 +21,7 @@ from fitting.contracts import EQ9_PARAMS, Architecture
 from fitting.curves import emergence, eq9_to_eq14, t_peak
 from fitting.errors import ExtrapolationWarning, UserError
 from predictors.bands import band, draws
-from predictors.features import FEATURES, RECIPE_FEATURES, layer_features, recipe_features
+from predictors.features import RECIPE_FEATURES, layer_features, recipe_features
 from predictors.knots import curve, dense_steps, describe
 from predictors.trained import TrainedCurvePredictor, TrainedPredictor
 
@@ -39,7 +39,7 @@ class Prediction:
 def outside_training_range(trained: TrainedPredictor | TrainedCurvePredictor, features: np.ndarray) -> list[str]:
     """Descriptions of the features that leave the training range, e.g. 'd/L = 21.33 (trained on 32..64)'."""
     described = []
-    names = getattr(trained, "feature_names", FEATURES)
+    names = trained.feature_names
     for name, lo, hi, tmin, tmax in zip(
         names, features.min(axis=0), features.max(axis=0), trained.feature_min, trained.feature_max
     ):
@@ -59,7 +59,9 @@ def predict_architecture(
 ) -> Prediction:
     """Every layer's predicted curve over a run of `steps` steps, with its band or intervals, and its descriptors.
 
-    `recipe` (peak LR, tokens per step) is needed by a predictor trained with recipe features. Warns with
+    `level` is the interval of a paper-target predictor's ensemble; a curve predictor's bands and descriptor
+    intervals are at the level its bands were calibrated for (`trained.level`). `recipe` (peak LR, tokens per
+    step) is needed by a predictor trained with recipe features. Warns with
     `ExtrapolationWarning` when any feature lies outside the training range.
     """
     if isinstance(trained, TrainedCurvePredictor):
@@ -137,6 +139,15 @@ def _predict_curve(
 ) -> Prediction:
     X = curve_features(trained, arch, steps, recipe)
     _warn_outside(trained, X)
+    lengths = [int(n) for n in trained.curves["total_steps"]]
+    if not trained.uses_recipe and not min(lengths) <= steps <= max(lengths):
+        warnings.warn(
+            f"the planned {steps:,} steps lie outside the training runs' {min(lengths):,}..{max(lengths):,}: the "
+            "prediction is their curve's shape stretched to this length (train with --recipe-features on runs of "
+            "several lengths to learn what the length changes)",
+            ExtrapolationWarning,
+            stacklevel=3,
+        )
     knots = trained.estimator.predict(X)
     grid = dense_steps(steps, n_points)
     low, high = band(knots, trained.widths, steps, grid)
@@ -150,11 +161,12 @@ def _predict_curve(
             "ratio_hi": np.exp(high).ravel(),
         }
     )
-    tails = (5.0, 95.0)
+    tails = (50.0 * (1.0 - trained.level), 50.0 * (1.0 + trained.level))  # 5-95 % at the bands' 90 %
     columns: dict = {"layer": pl.Series(layers, dtype=pl.Int32)}
     point = describe(knots, steps)
+    described = [describe(draws(k, trained.residual_curves), steps) for k in knots]  # every draw of every layer
     for name, values in point.items():
-        spread = np.stack([describe(draws(k, trained.residual_curves), steps)[name] for k in knots])
+        spread = np.stack([d[name] for d in described])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor no draw has (no peak) is NaN
             lo, hi = np.nanpercentile(spread, tails, axis=1)

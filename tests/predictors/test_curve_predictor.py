@@ -1,6 +1,8 @@
 """The curve predictor (the default target): knots, held-out skill and coverage on a family with known truth,
 the baseline and seed floor, persistence, and the `mdyn train` / `mdyn predict` contract."""
 
+import warnings
+
 import numpy as np
 import polars as pl
 import pytest
@@ -9,6 +11,7 @@ from synthetic_family import family_measurements
 from dynamics.cli.train import DEFAULT_CURVE_KIND
 from dynamics.learning import train_curves
 from fitting.contracts import Architecture
+from fitting.errors import ExtrapolationWarning
 from fitting.table import series_table
 from predictors.bands import half_widths
 from predictors.dataset import curve_table
@@ -115,6 +118,19 @@ def test_the_perfect_predictor_floor_is_what_the_expected_curve_misses_a_run_by(
     truth_error = np.median(np.abs(runs["a"] - truth))
     assert floor["perfect"] == pytest.approx(truth_error, rel=0.06)
     assert floor["median"] > 1.3 * truth_error  # the raw seed difference overstates it
+
+
+def test_a_planned_run_outside_the_training_lengths_is_said_to_extrapolate(small):
+    measurements, architectures = small
+    training = train_curves(measurements, architectures, "ridge", ("ridge",))
+    lengths = training.trained.training_curves()["total_steps"]
+    inside = Architecture(4, 128, 4, 512)  # within the family's features
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict_architecture(training.trained, inside, steps=int(lengths.max()))
+    assert not [w for w in caught if "training runs'" in str(w.message)]
+    with pytest.warns(ExtrapolationWarning, match="outside the training runs'"):
+        predict_architecture(training.trained, inside, steps=10 * int(lengths.max()))
 
 
 def test_conformal_half_widths_hold_the_stated_share():
