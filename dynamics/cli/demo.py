@@ -38,7 +38,7 @@ def demo(
     2. `mdyn sweep` each of them on held-out text;
     3. `mdyn fit` the emergence curve (paper Eq. 9) to every layer of the demo models and of the shipped
        predict suite (data/tiny-suite-predict: 16 architectures, 4 of them with a second seed, one recipe);
-    4. `mdyn train` a predictor from architecture to curve parameters, evaluated leave-one-model-out;
+    4. `mdyn train` the curve predictor (architecture -> each layer's curve), evaluated leave one design out;
     5. `mdyn predict` a planned architecture;
     6. figures and a report.
     These toy models grow outlier channels, not the massive activations of billion-parameter models.
