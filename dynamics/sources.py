@@ -396,6 +396,9 @@ class FolderSource:
         self.root = Path(root).expanduser()
         self.model = model or self.root.resolve().name
         self.origin = f"folder:{self.root.resolve()}"
+        # revision -> (name, size, mtime of each weight file; their fingerprint): planning and fetching both ask
+        # for it, and it reads every weight byte.
+        self._fingerprints: dict[str, tuple[tuple, Fingerprint]] = {}
 
     def revisions(self) -> list[str]:
         """The names of the sub-folders (hidden ones excepted)."""
@@ -407,8 +410,14 @@ class FolderSource:
         return names
 
     def fingerprint(self, revision: str) -> Fingerprint:
-        """Commit "" (a folder has no commit) and the sha256 of the weight files, computed by reading them."""
-        return folder_fingerprint(self.fetch(revision))
+        """Commit "" (a folder has no commit) and the sha256 of the weight files, computed by reading them once
+        (again only when a weight file's size or modification time changed)."""
+        folder = self.fetch(revision)
+        stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder_weights(folder))
+        known = self._fingerprints.get(revision)
+        if known is None or known[0] != stamp:
+            known = self._fingerprints[revision] = (stamp, folder_fingerprint(folder))
+        return known[1]
 
     def fetch(self, revision: str) -> Path:
         """The revision's own folder."""

@@ -8,7 +8,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from dynamics.hubcache import repo_folder
 from dynamics.sources import FolderSource, HubSource, open_source, with_retries
-from dynamics.weights import check_weights, combine_sha256, file_sha256, weight_files
+from dynamics.weights import check_weights, combine_sha256, file_sha256, folder_fingerprint, weight_files
 from fitting.errors import CorruptCheckpoint, MissingCheckpoint, UserError
 
 
@@ -135,6 +135,21 @@ def test_folder_source_reads_in_place_and_never_deletes(tinyrepo, tmp_path):
     assert source.fetch("step1000") == tmp_path / "step1000" and check_weights(tmp_path / "step1000")
     with pytest.raises(MissingCheckpoint):
         source.fetch(tinyrepo.missing)
+
+
+def test_a_folder_revision_is_hashed_once_until_its_weights_change(tinyrepo, tmp_path, monkeypatch):
+    """Planning and fetching both ask for the fingerprint, which reads every weight byte of the user's folder."""
+    from dynamics import sources
+
+    shutil.copytree(offline(tinyrepo).fetch("step0"), tmp_path / "step0", symlinks=False)
+    hashed = []
+    monkeypatch.setattr(sources, "folder_fingerprint", lambda f: hashed.append(f) or folder_fingerprint(f))
+    source = FolderSource(tmp_path)
+    first = source.fingerprint("step0")
+    assert source.fingerprint("step0") == first and len(hashed) == 1
+    weights = tmp_path / "step0" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")  # the user replaced the checkpoint
+    assert source.fingerprint("step0").weights_sha256 != first.weights_sha256 and len(hashed) == 2
 
 
 def _snapshot(repo, rev) -> Path:
