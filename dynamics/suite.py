@@ -454,13 +454,17 @@ def build_suite(
     return _suite_manifest(preset, [entry for entry in entries if entry is not None])  # all filled by now
 
 
+# Held-out plays per checkpoint in the shipped sweeps (`mdyn suite ship`, `mdyn demo`) and in live runs.
+PROBE_SEQUENCES = 10
+
+
 def live_tracker(store_dir: Path, tokenizer, repo_id: str, recipe: Recipe):
-    """The Tracker of one member: its checkpoint steps, on the probe `mdyn suite ship` sweeps with (10 held-out
-    sequences of the full context, BOS first), as model `repo_id`."""
+    """The Tracker of one member: its checkpoint steps, on the probe `mdyn suite ship` sweeps with by default
+    (PROBE_SEQUENCES held-out sequences of the full context, BOS first), as model `repo_id`."""
     from dynamics.probes import embedded_probes
     from dynamics.tracking import Tracker
 
-    probe = embedded_probes(tokenizer, 10, recipe.seq_len, bos=True)
+    probe = embedded_probes(tokenizer, PROBE_SEQUENCES, recipe.seq_len, bos=True)
     schedule = checkpoint_steps(recipe.steps, recipe.n_even_checkpoints)
     return Tracker(store_dir, probe, repo_id, schedule=schedule, total_steps=recipe.steps)
 

@@ -52,10 +52,9 @@ def demo(
     from rich.table import Table
 
     from dynamics import store
-    from dynamics.cli import fit, predict, report, suite, sweep, train
+    from dynamics.cli import fit, predict, report, suite, train
     from dynamics.embedded import PREDICT_SUITE_DIR
     from dynamics.suite import PRESETS, build_suite, write_suite_tables
-    from dynamics.sweep import Settings
     from fitting.contracts import from_spec
     from fitting.table import fit_table, hypothesis_summary, r2_summary, write_fits
     from predictors.trained import load
@@ -81,18 +80,7 @@ def demo(
         suite.show_suite(console, manifest, cache)
         write_suite_tables(manifest, out / "suite")
     with stage("2. sweep"):
-        settings = Settings(probe="embedded", n_seq=10, batch_size=10, bos=True, device=device).check()
-        plans = sweep.plan_targets(
-            console,
-            [m["model"] for m in manifest["models"]],
-            out / "store",
-            "all",
-            settings,
-            offline=True,
-            cache_dir=cache,
-            eviction="keep",
-        )
-        sweep.sweep_locally(console, plans, out / "store", settings)
+        suite.sweep_suite(console, manifest, cache, out / "store", device)
     with stage("3. fit"):
         measurements = pl.concat(
             [store.load(out / "store"), pl.read_parquet(shipped / "measurements.parquet")], how="diagonal_relaxed"

@@ -10,7 +10,7 @@ import typer
 from dynamics.cli import options
 from dynamics.cli.command import Command
 from dynamics.corpus import DATA_DIR
-from dynamics.suite import PRESETS, describe_preset
+from dynamics.suite import PRESETS, PROBE_SEQUENCES, describe_preset
 from fitting.errors import UserError
 
 DEFAULT_CACHE = Path(".suite-cache") / "hub"
@@ -79,9 +79,7 @@ def build(
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
-    cache = (
-        cache or old_cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
-    )
+    cache = _suite_cache(cache or old_cache)
     console = Console()
     manifest = build_suite(
         PRESETS[preset], cache, device=device, threads=threads, steps=steps, console=console, live_store=live_store
@@ -131,7 +129,9 @@ def ship(
         Path | None,
         typer.Option(help="Folder for the shipped tables. Default: data/<suite>, e.g. data/tiny-suite-predict."),
     ] = None,
-    n_seq: Annotated[int, typer.Option(help="Probe sequences (held-out plays, the model's full context each).")] = 10,
+    n_seq: Annotated[
+        int, typer.Option(help="Probe sequences (held-out plays, the model's full context each).")
+    ] = PROBE_SEQUENCES,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     old_cache: options.OldCache = None,
 ) -> None:
@@ -142,17 +142,13 @@ def ship(
     architectures.csv and manifest.json. Missing models are trained first (as `mdyn suite build` would);
     the sweep store beside the cache makes an interrupted run resume.
     """
-    cache = (
-        cache or old_cache or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
-    )
+    cache = _suite_cache(cache or old_cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_CACHE"] = str(cache.resolve())
     from rich.console import Console
 
     from dynamics import store
-    from dynamics.cli.sweep import plan_targets, sweep_locally
     from dynamics.suite import build_suite, write_suite_tables
-    from dynamics.sweep import Settings
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
@@ -162,18 +158,7 @@ def ship(
     console = Console()
     manifest = build_suite(PRESETS[preset], cache, device=device, console=console)
     sweep_store = cache.parent / f"{manifest['suite']}-store"
-    settings = Settings(probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device).check()
-    plans = plan_targets(
-        console,
-        [m["model"] for m in manifest["models"]],
-        sweep_store,
-        "all",
-        settings,
-        offline=True,
-        cache_dir=cache,
-        eviction="keep",
-    )
-    sweep_locally(console, plans, sweep_store, settings)
+    sweep_suite(console, manifest, cache, sweep_store, device, n_seq)
     out.mkdir(parents=True, exist_ok=True)
     store.load(sweep_store).write_parquet(out / "measurements.parquet")
     store.load(sweep_store, store.LEDGER).write_parquet(out / "ledger.parquet")
@@ -181,14 +166,37 @@ def ship(
         console.print(f"wrote {path}")
 
 
+def sweep_suite(console, manifest: dict, cache: Path, store_dir: Path, device: str, n_seq: int = PROBE_SEQUENCES):
+    """Sweep every checkpoint of a built suite into `store_dir` as the shipped data is swept: the embedded
+    held-out probe, BOS first (as in training), all sequences in one batch; the cache is never pruned."""
+    from dynamics.cli.sweep import plan_targets, sweep_locally
+    from dynamics.sweep import Settings
+
+    settings = Settings(probe="embedded", n_seq=n_seq, batch_size=n_seq, bos=True, device=device).check()
+    models = [m["model"] for m in manifest["models"]]
+    plans = plan_targets(console, models, store_dir, "all", settings, offline=True, cache_dir=cache, eviction="keep")
+    sweep_locally(console, plans, store_dir, settings)
+
+
+def _suite_cache(given: Path | None) -> Path:
+    """--cache-dir, else $HF_HUB_CACHE, else ./.suite-cache/hub."""
+    return given or (Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else DEFAULT_CACHE)
+
+
+SHIPPED_FILES = ("measurements.parquet", "ledger.parquet", "architectures.csv", "manifest.json")
+
+
 def _refuse_other_suite(out: Path, suite: str) -> None:
     """Shipping rewrites the folder's tables, which is only safe over an earlier ship of the same suite."""
     manifest = out / "manifest.json"
-    held = json.loads(manifest.read_text()).get("suite") if manifest.is_file() else None
+    try:
+        held = json.loads(manifest.read_text()).get("suite") if manifest.is_file() else None
+    except (ValueError, AttributeError):
+        held = None  # not a manifest this tool wrote
     if held not in (None, suite):
         raise UserError(f"{out} holds the shipped {held!r} suite, not {suite!r}; pass --out for a folder of its own")
-    if held is None and (out / "measurements.parquet").exists():
-        raise UserError(f"{out} holds measurements that no `mdyn suite ship` wrote; pass --out for a new folder")
+    if held is None and any((out / name).exists() for name in SHIPPED_FILES):
+        raise UserError(f"{out} holds tables that no `mdyn suite ship` wrote; pass --out for a new folder")
 
 
 app.command("ship", cls=Command)(ship)

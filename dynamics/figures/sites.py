@@ -72,7 +72,8 @@ def sink_coemergence(measurements: pl.DataFrame, sites: pl.DataFrame, model: str
         Line2D([], [], color=PALETTE[4], marker="s", ms=3, label=f"sink rate (share of heads with α₀ > {SINK_EPS})"),
         Line2D([], [], color=PALETTE[3], ls="--", label="sink mass (α₀ averaged over heads)"),
     ]
-    lengths = ", ".join(str(n) for n in sorted(sink["seq_len"].drop_nulls().unique().to_list()))
+    drawn = sink.filter(pl.col("model") == model)
+    lengths = ", ".join(str(n) for n in sorted(drawn["seq_len"].drop_nulls().unique().to_list()))
     fig.suptitle(f"{model}: residual ratio and attention sink over training ({lengths}-token sequences)", fontsize=10)
     legend = fig.add_subplot(grid[n_rows, :])
     legend.axis("off")

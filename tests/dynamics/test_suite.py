@@ -303,7 +303,14 @@ def test_ship_writes_its_own_folder_and_never_another_suites(suite, tmp_path):
     (other / "measurements.parquet").write_bytes(b"the user's data")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "measurements.parquet").write_bytes(b"the user's data")
-    for folder, message in ((other, "holds the shipped 'tiny-suite' suite"), (tmp_path / "mine", "no `mdyn suite")):
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "architectures.csv").write_bytes(b"the user's data")
+    cases = [
+        (other, "measurements.parquet", "holds the shipped 'tiny-suite' suite"),
+        (tmp_path / "mine", "measurements.parquet", "no `mdyn suite"),
+        (tmp_path / "table", "architectures.csv", "no `mdyn suite"),
+    ]
+    for folder, name, message in cases:
         run = ship(cache, "--out", str(folder))
         assert run.returncode == 2 and message in run.stderr, run.stderr
-        assert (folder / "measurements.parquet").read_bytes() == b"the user's data"
+        assert (folder / name).read_bytes() == b"the user's data"
