@@ -17,7 +17,7 @@ import torch
 from dynamics.layers import block_output, decoder_blocks
 from dynamics.sinks import reading_sinks, sink_stats
 from dynamics.sublayers import check_sites, sublayer_modules
-from fitting.contracts import SITES
+from fitting.contracts import SITE_SCHEMA, SITES, STATS
 from fitting.errors import UserError
 
 REDUCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,19 +46,9 @@ def auto_batch_size(model: torch.nn.Module, n_seq: int, seq_len: int) -> int:
     return int(max(1, min(n_seq, budget // per_seq)))
 
 
-STAT_COLUMNS = ("top1", "top2", "top3", "median")
-ROW_SCHEMA = {
-    "seq": pl.Int32,
-    "layer": pl.Int32,
-    "site": pl.String,
-    **dict.fromkeys(STAT_COLUMNS, pl.Float64),
-    "top1_pos": pl.Int32,
-    "top1_dim": pl.Int32,
-    "n_nonfinite": pl.Int64,
-    "sink_mass": pl.Float64,
-    "sink_rate": pl.Float64,
-}
 INDEX_COLUMNS = ("top1_pos", "top1_dim", "n_nonfinite")
+# What `measure_sites` returns: the sites table's columns that a forward pass determines (no provenance).
+ROW_SCHEMA = {c: SITE_SCHEMA[c] for c in ("seq", "layer", "site", *STATS, *INDEX_COLUMNS, "sink_mass", "sink_rate")}
 # What `measure` returns: the residual rows without the site columns.
 MEASURE_COLUMNS = tuple(c for c in ROW_SCHEMA if c not in ("site", "sink_mass", "sink_rate"))
 
@@ -160,7 +150,7 @@ def _site_rows(site: str, per_layer: list[list[torch.Tensor]]) -> pl.DataFrame:
     # (layers, n_seq, columns), moved off the device in one transfer.
     stats = torch.stack([torch.cat(chunks) for chunks in per_layer]).cpu().numpy()
     n_layers, n_seq, _ = stats.shape
-    names = ("sink_mass", "sink_rate", "n_nonfinite") if site == "sink" else (*STAT_COLUMNS, *INDEX_COLUMNS)
+    names = ("sink_mass", "sink_rate", "n_nonfinite") if site == "sink" else (*STATS, *INDEX_COLUMNS)
     rows = pl.DataFrame(
         {
             "seq": np.tile(np.arange(n_seq, dtype=np.int32), n_layers),

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import polars as pl
 from filelock import FileLock, Timeout
 
-from dynamics.files import write_atomic
+from dynamics.files import is_in_flight, write_atomic
 from fitting.contracts import (
     ARCHITECTURE_COLUMNS,
     FIT_INPUT_COLUMNS,
@@ -82,15 +82,10 @@ def check_store(root: Path) -> bool:
         return True
     # Another process creating this store (a DDP rank, a parallel sweep) may be between mkdir and the marker's
     # rename: its temporary marker alone still counts as empty.
-    if root.exists() and (not root.is_dir() or any(not _is_marker_in_flight(p) for p in root.iterdir())):
+    if root.exists() and (not root.is_dir() or any(not is_in_flight(p, marker) for p in root.iterdir())):
         what = "a file" if root.is_file() else f"not a massive-dynamics store (no {MARKER})"
         raise UserError(f"{root} is {what}; pass a store folder or an empty/new folder")
     return False
-
-
-def _is_marker_in_flight(path: Path) -> bool:
-    """A temporary file of `write_atomic(root / MARKER, ...)` (see dynamics.files)."""
-    return path.name.startswith(f".{MARKER}.") and path.name.endswith(".tmp")
 
 
 def open_store(root: Path, create: bool = True) -> Path:

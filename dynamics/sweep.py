@@ -54,8 +54,8 @@ class Settings:
         for option, (choice, allowed) in choices.items():
             if choice not in allowed:
                 raise UserError(f"unknown {option} {choice!r}; use one of {', '.join(allowed)}")
-        for option, count in (("--n-seq", self.n_seq), ("--batch-size", self.batch_size or 1)):
-            if count < 1:
+        for option, count in (("--n-seq", self.n_seq), ("--batch-size", self.batch_size)):
+            if count is not None and count < 1:
                 raise UserError(f"{option} must be at least 1, got {count}")
         if self.seq_len is not None and self.seq_len < (2 if self.bos else 1):
             raise UserError(f"--seq-len must be at least {2 if self.bos else 1}, got {self.seq_len}")
@@ -66,7 +66,8 @@ class Settings:
         return self
 
     def site_table(self) -> frozenset[str]:
-        """The sites the sites table gets: none when only the residual stream (the measurements) is asked for."""
+        """The sites the sites table gets: none when only the residual stream (the measurements) is asked for,
+        else every site asked for, the residual stream among them as the reference the others are read against."""
         return frozenset(self.sites) if set(self.sites) - {"residual"} else frozenset()
 
 

@@ -54,7 +54,8 @@ Sites = Annotated[
         help="Where in each block to measure, comma-separated, or all: residual (the block output, as always), attn "
         "and mlp (what each sublayer adds to the residual stream), mlp_in (the input of the MLP's output "
         "projection: the super-weight channel), sink (attention mass on position 0 and the share of heads above "
-        "0.3, Gu et al.). Sites beyond residual go to the store's sites table (docs/science.md §10).",
+        "0.3, Gu et al.). Asked for beyond residual, they go to the store's sites table, with the residual rows as "
+        "their reference (docs/science.md §10).",
     ),
 ]
 CacheDir = Annotated[

@@ -1,5 +1,6 @@
 """`mdyn sweep` over the offline tiny series: statuses, duplicates, resume after SIGKILL, disk, bad input."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from dynamics import store
 from dynamics.sources import HubSource
 from dynamics.sweep import Settings, plan, run
+from fitting.errors import UserError
 from tests.cli import run_main
 
 SETTINGS = Settings(probe="embedded", n_seq=2, seq_len=32)
@@ -188,3 +190,11 @@ def test_the_sweep_path_imports_no_fitting_learning_or_plotting_library(tinyrepo
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert store.load(tmp_path / "store")["revision"].n_unique() == 2
+
+
+@pytest.mark.parametrize("field", ["n_seq", "batch_size"])
+def test_settings_refuse_a_count_below_one(field):
+    """The CLI's options stop 0 already; the Python API must as well (batch_size None means automatic)."""
+    with pytest.raises(UserError, match="must be at least 1, got 0"):
+        dataclasses.replace(SETTINGS, **{field: 0}).check()
+    assert dataclasses.replace(SETTINGS, batch_size=None).check().batch_size is None
