@@ -1,6 +1,17 @@
 """Tiny random-weight models of each supported architecture, built from configs so nothing is downloaded."""
 
+import functools
+
 import torch
+
+
+@functools.cache
+def tiny_tokenizer():
+    """A 384-token byte-level BPE trained on four plays of the embedded corpus (a few seconds, once per process)."""
+    from dynamics.corpus import read_corpus
+    from dynamics.tokenizer import train_bpe
+
+    return train_bpe([play[:20000] for play in read_corpus("train")[:4]], vocab_size=384)
 
 
 def tiny_config(arch: str, vocab: int = 96, context: int = 64):

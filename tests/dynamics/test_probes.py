@@ -4,12 +4,12 @@ import pytest
 
 from dynamics.corpus import read_corpus
 from dynamics.probes import embedded_probes, first_tokens
-from dynamics.tokenizer import train_bpe
+from tests.tiny import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_bpe([play[:20000] for play in read_corpus("train")[:4]], vocab_size=384)
+    return tiny_tokenizer()
 
 
 @pytest.mark.parametrize("need", [1, 130, 1280, 20480])

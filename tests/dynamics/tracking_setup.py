@@ -6,15 +6,12 @@ import torch
 
 from dynamics.corpus import read_corpus
 from dynamics.probes import embedded_probes
-from dynamics.tokenizer import train_bpe
-from tests.tiny import tiny_config
+from tests.tiny import tiny_config, tiny_tokenizer
 
 CONTEXT, SEQ_LEN, N_SEQ = 64, 32, 4
 
 
-@functools.cache
-def tokenizer():
-    return train_bpe([play[:20000] for play in read_corpus("train")[:4]], vocab_size=384)
+tokenizer = tiny_tokenizer
 
 
 @functools.cache

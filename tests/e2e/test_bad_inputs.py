@@ -251,6 +251,23 @@ def test_6_a_store_without_write_permission_is_refused_unless_the_user_may_write
         root.chmod(0o755)
 
 
+def test_6_a_store_the_user_may_not_write_is_one_line_and_untouched(model_folder, tmp_path, capsys, monkeypatch):
+    """The refusal itself, also where the tests run as root (whom file permissions do not bind): the store asks
+    os.access, answered here as for another user."""
+    root = store.open_store(tmp_path / "store")
+
+    class AnotherUsersOs:  # the store's view of `os` only; the CLI's own path checks still see the real one
+        access = staticmethod(lambda path, mode: False)
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+    monkeypatch.setattr(store, "os", AnotherUsersOs())
+    code, captured = run_main(["measure", model_folder(tmp_path / "my-model"), *PROBE, "--store", root], capsys)
+    error_line(code, captured, str(root), "read-only")
+    assert list(root.iterdir()) == [root / store.MARKER]
+
+
 def test_6_output_paths_are_refused_before_the_work(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "folder").mkdir()
