@@ -138,7 +138,8 @@ def run(model, ids, device):
     print(f"  target measure extra memory <= reference: {'met' if extra_ok else 'NOT met'}")
 
 
-def main():
+def on_each_device(run) -> None:
+    """`run(model, ids, device)` on the Pythia-70M-shaped model and a seeded probe, on the CPU and on CUDA."""
     torch.manual_seed(0)
     ids = torch.randint(0, 50304, (N_SEQ, SEQ_LEN))
     model = pythia_70m_shaped()
@@ -148,4 +149,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    on_each_device(run)

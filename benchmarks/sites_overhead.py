@@ -15,9 +15,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # must be set before the p
     os.execv(sys.executable, [sys.executable, "-m", "benchmarks.sites_overhead", *sys.argv[1:]])
 
 
-import torch
-
-from benchmarks.measure_overhead import N_SEQ, SEQ_LEN, floor, pythia_70m_shaped, timings
+from benchmarks.measure_overhead import N_SEQ, SEQ_LEN, floor, on_each_device, timings
 from dynamics.measure import measure, measure_sites
 from fitting.contracts import SITES
 
@@ -50,14 +48,5 @@ def run(model, ids, device):
         print(f"  target {name} <= {target:.2f} x floor: {'met' if ratio <= target else 'NOT met'} ({ratio:.3f})")
 
 
-def main():
-    torch.manual_seed(0)
-    ids = torch.randint(0, 50304, (N_SEQ, SEQ_LEN))
-    model = pythia_70m_shaped()
-    run(model, ids, torch.device("cpu"))
-    if torch.cuda.is_available():
-        run(model.cuda(), ids.cuda(), torch.device("cuda"))
-
-
 if __name__ == "__main__":
-    main()
+    on_each_device(run)

@@ -30,12 +30,12 @@ from dynamics.tracking import Tracker, preserved_rng
 REPEATS = 7
 
 
-def corpus(vocab_size: int):
-    """The demo preset's tokenizer and token stream, from a throwaway cache."""
+def corpus(vocab_size: int, cache: Path):
+    """The demo preset's tokenizer and token stream, tokenized into a throwaway cache."""
     from dynamics.corpus import corpus_hash
     from dynamics.suite import CORPUS_SPLIT, tokenized_corpus
 
-    return tokenized_corpus(Path(tempfile.mkdtemp()) / "hub", vocab_size, corpus_hash(CORPUS_SPLIT))
+    return tokenized_corpus(cache / "hub", vocab_size, corpus_hash(CORPUS_SPLIT))
 
 
 def overhead(arch, recipe, tokenizer, tokens, root: Path) -> tuple[torch.nn.Module, Tracker]:
@@ -65,7 +65,7 @@ def overhead(arch, recipe, tokenizer, tokens, root: Path) -> tuple[torch.nn.Modu
                 seconds["tracker"] += time.perf_counter() - inside
             seconds[name] += time.perf_counter() - start
     assert losses[0::2] == losses[1::2], "the tracker changed the run"
-    n = len(tracker.schedule.upto(recipe.steps)) + (recipe.steps not in tracker.schedule)
+    n = sum(map(tracker.due, range(recipe.steps + 1)))
     share = seconds["tracker"] / seconds["tracked"]
     print(f"\n1. {recipe.steps} steps of {arch}, batch {recipe.batch_size}x{recipe.seq_len}, {n} measurements")
     print(
@@ -145,9 +145,9 @@ def main() -> None:
         from dataclasses import replace
 
         recipe = replace(recipe, steps=args.steps)
-    tokenizer, tokens = corpus(preset.vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
-        one_measurement(*overhead(arch, recipe, tokenizer, tokens, Path(tmp)))
+        tokenizer, tokens = corpus(preset.vocab_size, Path(tmp))
+        one_measurement(*overhead(arch, recipe, tokenizer, tokens, Path(tmp) / "store"))
 
 
 if __name__ == "__main__":

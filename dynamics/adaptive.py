@@ -105,7 +105,7 @@ class Round:
     `bands`: each fitted layer's widest band before the picks; `fitted`/`layers`: layers with a fit, and all.
     """
 
-    kind: str  # start | criterion | spread (no fit yet: the revision farthest from every measured one)
+    kind: str  # start | criterion | spread (no fit yet: the revision farthest from every measured one) | stop
     picks: list[Pick] = field(default_factory=list)
     bands: dict[int, float] = field(default_factory=dict)
     fitted: int = 0

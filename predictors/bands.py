@@ -23,7 +23,8 @@ def half_widths(knot_index: np.ndarray, residuals: np.ndarray, level: float = 0.
     """Per knot, the conformal `level` quantile of |residual| of the points nearest to it (N_KNOTS values).
 
     The finite-sample rank ceil((n + 1) level) of n residuals makes the band cover a new point with probability
-    at least `level` when points are exchangeable; a knot with no points borrows its neighbours' width.
+    at least `level` when points are exchangeable and n >= level / (1 - level) (9 at 90 %); with fewer the width is
+    the largest residual, which covers less. A knot with no points borrows its neighbours' width.
     """
     widths = np.full(N_KNOTS, np.nan)
     for k in range(N_KNOTS):

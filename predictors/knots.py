@@ -23,7 +23,8 @@ def knot_steps(total_steps: float) -> np.ndarray:
 def smooth(x: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each point replaced by the least-squares line through it and its two neighbours, evaluated at it; ends kept.
 
-    Exact for a series linear in x (here log(1 + step)), so it removes probe noise without moving a rise.
+    Exact for a series linear in x (here log(1 + step)), so it removes probe noise; a curved stretch (a peak, the
+    bend of a rise) is flattened a little.
     """
     x, values = np.asarray(x, dtype=float), np.asarray(values, dtype=float)
     if values.size < 3:

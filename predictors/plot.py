@@ -80,7 +80,8 @@ def prediction_figure(
             zorder=2,
         )
         ax.plot(step, visible["ratio"].to_numpy(), color=color, linewidth=1.6, zorder=3)
-    # The axis follows the predictions: a band wider than 3x their range is cut there, and the figure says so.
+    # The axis follows the predictions: a band above 3x their largest value (or below a third of their smallest)
+    # is cut there, and the figure says so.
     central = curves.filter(curves["step"] > 0)["ratio"].to_numpy()
     lows, highs = np.nan_to_num(curves["ratio_lo"].to_numpy()), np.nan_to_num(curves["ratio_hi"].to_numpy())
     positive = bool(np.nanmin(central) > 0)  # a paper-target prediction may go negative

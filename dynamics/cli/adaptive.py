@@ -3,6 +3,8 @@
 from dataclasses import replace
 from pathlib import Path
 
+from dynamics.store import DEFAULT_LOCK_TIMEOUT_S
+
 SLURM_PER_ROUND = 4  # picks per Slurm round without --per-round or --array-parallelism
 
 
@@ -15,7 +17,7 @@ def sweep_adaptive(
     executor: str,
     resources,
     max_array: int,
-    lock_timeout: float = 300.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
     **source_options,
 ) -> bool:
     """Run (locally) or advance by one round (Slurm) the design of every target; False when picks were tried
