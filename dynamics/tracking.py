@@ -447,23 +447,23 @@ class Tracker:
         for row in table.iter_rows(named=True):
             layer = row["layer"]
             if row["massive_seqs"] and (layer, "measured") not in self._warned:
-                self._warned.add((layer, "measured"))
-                warnings.warn(
+                self._warn_once(
+                    (layer, "measured"),
                     f"{self.run_name} layer {layer} has a massive activation at step {row['step']} ({rule}) in "
                     f"{row['massive_seqs']} of {self.probe.n_seq} probe sequences; over all of them, mean top-1 "
                     f"{row['top1']:.4g} and ratio {row['ratio']:.4g}",
-                    MassiveActivationWarning,
-                    stacklevel=4,  # the caller of maybe_measure
                 )
             if row["forecast_massive"] and (layer, "forecast") not in self._warned:
-                self._warned.add((layer, "forecast"))
-                warnings.warn(
+                self._warn_once(
+                    (layer, "forecast"),
                     f"{self.run_name} layer {layer} is forecast to meet {rule} by step {row['target_step']}: ratio "
                     f"{row['forecast_ratio']:.4g} (95 % {row['forecast_ratio_lo']:.4g}-{row['forecast_ratio_hi']:.4g})"
                     f" from {row['n_points']} steps up to {row['step']}",
-                    MassiveActivationWarning,
-                    stacklevel=4,  # the caller of maybe_measure
                 )
+
+    def _warn_once(self, key: tuple[int, str], message: str) -> None:
+        self._warned.add(key)
+        warnings.warn(message, MassiveActivationWarning, stacklevel=5)  # the caller of maybe_measure
 
 
 def _unwrapped(model: torch.nn.Module | None) -> torch.nn.Module:

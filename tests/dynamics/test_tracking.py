@@ -217,6 +217,8 @@ def test_each_layer_warns_once_when_it_meets_the_rule(probe, tmp_path):
     massive = [str(w.message) for w in caught if w.category is MassiveActivationWarning]
     assert len(massive) == 3 and all("has a massive activation at step 0" in m for m in massive)
     assert all(f"in {N_SEQ} of {N_SEQ} probe sequences" in m for m in massive)
+    # Attributed to the training loop that called maybe_measure, where the user looks.
+    assert {w.filename for w in caught if w.category is MassiveActivationWarning} == {__file__}
     default = Tracker(tmp_path / "store2", probe, "run", schedule=1, commit="")
     with warnings.catch_warnings():
         warnings.simplefilter("error", MassiveActivationWarning)  # a random model is far from Sun et al.'s rule
