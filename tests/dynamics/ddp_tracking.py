@@ -1,14 +1,19 @@
 """One rank of a 2-process gloo DDP run with a tracker, for tests/dynamics/test_tracking_adapters.py."""
 
+import faulthandler
 import json
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 
+# The test kills both ranks after this long; each prints where it stands a little before.
+DEADLINE_S = 240
+
 
 def run_rank(rank: int, port: int, root: str, out: str, probe, vocab: int) -> None:
     """Train a tiny GPT-NeoX for 6 steps under DDP with a tracker; write which steps this rank measured."""
+    faulthandler.dump_traceback_later(DEADLINE_S - 10, exit=False)
     from transformers import GPTNeoXForCausalLM
 
     from dynamics.tracking import Tracker

@@ -72,7 +72,9 @@ def client(hub: HubServer, tmp_path: Path, script: str, **env: str):
         HF_HUB_DISABLE_TELEMETRY="1",
     )
     clean.update(env)
-    done = subprocess.run([sys.executable, "-c", PRELUDE + script], env=clean, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PRELUDE + script], env=clean, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 

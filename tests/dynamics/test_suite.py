@@ -89,7 +89,7 @@ out["bos"] = [tok.bos_token, tok.bos_token_id]
 print(json.dumps(out))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     for rev in ("step4", "step20", "main"):
@@ -254,7 +254,7 @@ def test_bad_input_gives_one_line_and_exit_2(suite, tmp_path, args, message):
     # HF_HUB_CACHE is the default --cache: the built micro suite, whose tokenized corpus the size check reads.
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_CACHE": str(suite[0])}
     args = [a.format(file=tmp_path / "file") for a in args]
-    run = subprocess.run([str(MDYN), "suite", "build", *args], env=env, capture_output=True, text=True)
+    run = subprocess.run([str(MDYN), "suite", "build", *args], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("mdyn: error: ") and message in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
@@ -284,7 +284,7 @@ def test_micro_suite_sweeps_end_to_end(suite, tmp_path):
 def ship(cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [str(MDYN), "suite", "ship", "--preset", "micro", "--cache-dir", str(cache), "--n-seq", "2", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_ship_writes_its_own_folder_and_never_another_suites(suite, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 
 import numpy as np
 import polars as pl
@@ -192,16 +193,25 @@ def test_the_lightning_callback_names_a_missing_model_attribute(tmp_path):
         callback._track(lp.Trainer(logger=False), lp.LightningModule())
 
 
-def test_under_ddp_only_rank_zero_measures(tmp_path):
+def test_under_ddp_only_rank_zero_measures(tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    from tests.dynamics.ddp_tracking import run_rank
+    from tests.dynamics.ddp_tracking import DEADLINE_S, run_rank
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = tmp_path / "store"
-    mp.spawn(run_rank, args=(port, str(root), str(tmp_path), setup.probe(), len(setup.tokenizer())), nprocs=2)
+    # gloo otherwise binds to whatever the host name resolves to; both ranks live on this machine.
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    args = (port, str(root), str(tmp_path), setup.probe(), len(setup.tokenizer()))
+    ranks = mp.start_processes(run_rank, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + DEADLINE_S + 30
+    while not ranks.join(timeout=1):  # raises as soon as one rank fails
+        if time.monotonic() > deadline:  # each rank printed its stack to the captured stderr before this
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail(f"the DDP ranks still ran after {DEADLINE_S + 30} s")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["measured"] == [0, 1, 2, 4, 6] and ranks[1]["measured"] == []
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # still in step: rank 0's measuring held no collective up

@@ -322,10 +322,12 @@ def test_the_readmes_cluster_example_runs_here(slurm_cluster, tinyrepo, tmp_path
             assert readme in sweep + status, f"{readme!r} no longer in the README's cluster example"
             sweep, status = sweep.replace(readme, here), status.replace(readme, here)
         mdyn = [sys.executable, "-m", "dynamics.cli.app"]
-        submitted = subprocess.run([*mdyn, *shlex.split(sweep)[1:]], env=env, capture_output=True, text=True)
+        submitted = subprocess.run(
+            [*mdyn, *shlex.split(sweep)[1:]], env=env, capture_output=True, text=True, timeout=300
+        )
         assert submitted.returncode == 0 and "submitted job array" in submitted.stderr, submitted.stderr
         states = wait_for_array(root, timeout=300)
-        shown = subprocess.run([*mdyn, *shlex.split(status)[1:]], env=env, capture_output=True, text=True)
+        shown = subprocess.run([*mdyn, *shlex.split(status)[1:]], env=env, capture_output=True, text=True, timeout=300)
 
     # The tiny series has one truncated checkpoint: recorded as corrupt in every model, the rest measured.
     failed = states.filter(pl.col("state") != "done")
