@@ -1,1 +1,1 @@
-"""The `mdyn` command line; the entry point is `dynamics.cli.app:main`."""
+"""The `mdyn` command line; the entry point is `dynamics.cli.app:entry`."""

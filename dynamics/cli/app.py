@@ -4,7 +4,11 @@ Each command lives in its own module and imports heavy libraries (torch, transfo
 so that `mdyn --help` answers at once.
 """
 
+import atexit
+import contextlib
+import os
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -59,7 +63,7 @@ app.command("demo", cls=Command)(demo.demo)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Run the command line in this process; exits through SystemExit (tests call this)."""
     try:
         app()
     except UserError as err:
@@ -67,5 +71,28 @@ def main() -> None:
         sys.exit(2)
 
 
+def entry() -> None:
+    """Console-script entry point: `main`, then leave without the interpreter's teardown.
+
+    Finalizing torch and transformers takes about 0.9 s (benchmarks.sweep_vs_transformerlens) and does nothing
+    for mdyn: by then every result is written and closed. The exit handlers still run and the streams are
+    flushed; with any other thread alive, the ordinary exit waits for it instead.
+    """
+    try:
+        main()
+        code: int = 0
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("message"), as click does for some usage errors
+            print(done.code, file=sys.stderr)
+        code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`mdyn status | head`) or stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # `python -m dynamics.cli.app`, as the Slurm job script runs each task
-    main()
+    entry()
