@@ -40,6 +40,8 @@ def run_rank(rank: int, port: int, root: str, out: str, probe, vocab: int) -> No
             if tracker.maybe_measure(step, model):
                 measured.append(step)
         checksum = float(sum(p.double().sum() for p in model.parameters()))
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"measured": measured, "checksum": checksum}))
+        result = Path(out, f"rank{rank}.json")  # written whole, then renamed: the test reads it as it appears
+        result.with_suffix(".part").write_text(json.dumps({"measured": measured, "checksum": checksum}))
+        result.with_suffix(".part").replace(result)
     finally:
         torch.distributed.destroy_process_group()
