@@ -265,6 +265,22 @@ def _schema(bootstrap: int, carried: Iterable[str]) -> dict[str, type[pl.DataTyp
     return schema | dict.fromkeys(carried, pl.String)
 
 
+def _own_streams() -> None:
+    """In a fit worker: new stdout and stderr objects on the same file descriptors.
+
+    A forked worker inherits the parent's stream objects with their locks as they were at the fork. If another
+    thread of the parent was inside a write then (a progress spinner redraws ten times a second), the lock stays
+    taken in the worker for good, and its first warning, or its flush at exit, waits forever; so does the
+    parent, for the worker.
+    """
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            stream = open(fd, "w", closefd=False)  # noqa: SIM115 (open for the worker's life)
+        except OSError:  # no such descriptor in a daemonized parent
+            stream = open(os.devnull, "w")  # noqa: SIM115
+        setattr(sys, name, stream)
+
+
 def fit_table(
     measurements: pl.DataFrame,
     series: str = "ratio",
@@ -289,11 +305,12 @@ def fit_table(
     workers = min(n_jobs or os.cpu_count() or 1, len(tasks))
     if workers > 1 and len(tasks) * len(hypotheses) * (1 + bootstrap) >= POOL_MIN_FITS:
         # On Linux, fork: workers start in milliseconds instead of re-importing SciPy and lmfit for about a
-        # second each, and scripts need no `if __name__ == "__main__"` guard. It is safe although polars'
-        # thread pool is running, because workers only run NumPy, SciPy and lmfit on arrays, never polars.
-        # Elsewhere (macOS system libraries do not survive fork), spawn.
+        # second each, and scripts need no `if __name__ == "__main__"` guard. It is safe although other threads
+        # run (polars' pool, a progress spinner): workers only run NumPy, SciPy and lmfit on arrays, never
+        # polars, and write through streams of their own (`_own_streams`). Elsewhere (macOS system libraries
+        # do not survive fork), spawn.
         context = get_context("fork" if sys.platform == "linux" else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_own_streams) as pool:
             results = list(pool.map(_fit_layer, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
     else:
         results = [_fit_layer(task) for task in tasks]

@@ -1,5 +1,9 @@
 """The fits table: series definitions, one row per (model, layer, hypothesis), bootstrap, comparison, I/O."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -137,6 +141,41 @@ def test_two_processes_give_the_same_table_as_one(monkeypatch):
     monkeypatch.setattr(table, "POOL_MIN_FITS", 1)  # a pool even for three fits
     parallel = fit_table(measurements, hypotheses=[EmergenceModel], n_jobs=2)
     assert serial.equals(parallel)
+
+
+CHATTER = """
+import sys, threading
+from fitting import table
+from fitting.model import EmergenceModel
+from tests.fitting.test_table import CURVES, paper_like_steps, synthetic_measurements
+
+table.POOL_MIN_FITS = 1
+measurements = synthetic_measurements(CURVES, paper_like_steps(), noise=0.07, seed=2)
+serial = table.fit_table(measurements, hypotheses=[EmergenceModel], n_jobs=1)
+quiet, stop = open("/dev/null", "w"), threading.Event()
+sys.stderr = quiet
+
+
+def chatter():  # a spinner that never stops redrawing: its stream's lock is taken most of the time
+    while not stop.is_set():
+        quiet.write("frame" * 100)
+
+
+thread = threading.Thread(target=chatter)
+thread.start()
+try:
+    same = all(table.fit_table(measurements, hypotheses=[EmergenceModel], n_jobs=2).equals(serial) for _ in range(5))
+finally:
+    stop.set()
+    thread.join()
+print(same)
+"""
+
+
+def test_workers_forked_while_another_thread_writes_still_finish():
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", CHATTER], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr[-2000:]
 
 
 def test_provenance_columns_are_carried():
