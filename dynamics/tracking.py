@@ -446,14 +446,14 @@ class Tracker:
         rule = f"|a| > {self.rule.magnitude:g} and ratio >= {self.rule.ratio:g}"
         for row in table.iter_rows(named=True):
             layer = row["layer"]
-            if row["massive_seqs"] and (layer, "measured") not in self._warned:
+            if row["massive_seqs"]:
                 self._warn_once(
                     (layer, "measured"),
                     f"{self.run_name} layer {layer} has a massive activation at step {row['step']} ({rule}) in "
                     f"{row['massive_seqs']} of {self.probe.n_seq} probe sequences; over all of them, mean top-1 "
                     f"{row['top1']:.4g} and ratio {row['ratio']:.4g}",
                 )
-            if row["forecast_massive"] and (layer, "forecast") not in self._warned:
+            if row["forecast_massive"]:
                 self._warn_once(
                     (layer, "forecast"),
                     f"{self.run_name} layer {layer} is forecast to meet {rule} by step {row['target_step']}: ratio "
@@ -462,6 +462,8 @@ class Tracker:
                 )
 
     def _warn_once(self, key: tuple[int, str], message: str) -> None:
+        if key in self._warned:
+            return
         self._warned.add(key)
         warnings.warn(message, MassiveActivationWarning, stacklevel=5)  # the caller of maybe_measure
 
